@@ -1,0 +1,78 @@
+"""A real local Jina Flow: gateway speaking gRPC and HTTP on free 127.0.0.1 ports, the real executor behind it."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import requests
+from docarray import DocList
+from docarray.documents import TextDoc
+from executor import SentenceEncoder
+from helpers import cosine_rows
+from jina import Client, Flow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def flow_ports():
+    grpc_port, http_port = free_port(), free_port()
+    flow = Flow(protocol=['grpc', 'http'], port=[grpc_port, http_port], host='127.0.0.1').add(
+        uses=SentenceEncoder, uses_with={'device': 'cpu', 'max_docs_per_request': 2_000}
+    )
+    with flow:
+        yield grpc_port, http_port
+
+
+def test_grpc_client_gets_1000_docs_back_in_order(flow_ports, reference_model):
+    grpc_port, _ = flow_ports
+    texts = [f'this is sentence number {i}' for i in range(1_000)]
+    sent = DocList[TextDoc]([TextDoc(text=text) for text in texts])
+    client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
+    docs = client.post(on='/encode', inputs=sent, request_size=32, return_type=DocList[TextDoc])
+    assert list(docs.id) == list(sent.id)
+    embeddings = np.stack(docs.embedding)
+    assert embeddings.shape == (1_000, 384)
+    sample = slice(0, 1_000, 97)
+    assert cosine_rows(embeddings[sample], reference_model.encode(texts[sample])).min() >= 0.9999
+
+
+def test_http_post_encode_with_curl_shaped_json(flow_ports, reference_model):
+    _, http_port = flow_ports
+    response = requests.post(
+        f'http://127.0.0.1:{http_port}/encode',
+        json={'data': [{'text': 'hello world'}, {'text': 'good night'}]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()['data']
+    assert [doc['text'] for doc in data] == ['hello world', 'good night']
+    embeddings = np.array([doc['embedding'] for doc in data])
+    assert embeddings.shape == (2, 384)
+    assert cosine_rows(embeddings, reference_model.encode(['hello world', 'good night'])).min() >= 0.9999
+
+
+def test_a_rejected_request_names_the_doc_and_the_next_request_works(flow_ports):
+    grpc_port, http_port = flow_ports
+    response = requests.post(
+        f'http://127.0.0.1:{http_port}/encode', json={'data': [{'text': 'ok'}, {'id': 'blank', 'text': ''}]}, timeout=30
+    )
+    assert 'empty text: ids blank' in response.text
+    client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
+    with pytest.raises(Exception, match='over the limit of 2000'):
+        client.post(on='/encode', inputs=DocList[TextDoc]([TextDoc(text='x')] * 2_001), request_size=2_001)
+    docs = client.post(on='/encode', inputs=DocList[TextDoc]([TextDoc(text='still serving')]), return_type=DocList[TextDoc])
+    assert docs[0].embedding.shape == (384,)
+
+
+def test_a_missing_gpu_fails_the_flow_start():
+    flow = Flow(port=free_port(), host='127.0.0.1').add(uses=SentenceEncoder, uses_with={'device': 'cuda'}, timeout_ready=60_000)
+    with pytest.raises(Exception):
+        with flow:
+            pass
