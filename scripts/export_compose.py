@@ -1,0 +1,195 @@
+"""Export flow.yml with jina's own exporter into compose.yml (CPU) and compose.gpu.yml (the GPU overlay).
+
+jina's `export docker-compose` gives the services, their commands and the GPU reservation; this script then adds
+what a production compose file needs and the exporter leaves out (see normalise_*): healthchecks that cost
+milliseconds, start-up ordering on health, restart policies, ports on 127.0.0.1, and values overridable from the
+environment or `.env`. The GPU overlay is the delta of a second export of the same flow with the encoder on CUDA.
+
+    python scripts/export_compose.py            # write compose.yml and compose.gpu.yml
+    python scripts/export_compose.py --check    # exit 1 when the committed files differ from a fresh export
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+FLOW = REPO / 'flow.yml'
+GATEWAY_IMAGE = 'sentence-gateway:3.33.1'  # jina's version: the gateway image is jina itself
+HEADER = '# generated from flow.yml by scripts/export_compose.py (make export) - do not edit\n'
+
+# uses_with keys that the environment (or .env) may override, as ENV_NAME; the flow.yml value is the default.
+OVERRIDABLE_USES_WITH = {
+    'model': 'ENCODER_MODEL',
+    'device': 'ENCODER_DEVICE',
+    'batch_size': 'ENCODER_BATCH_SIZE',
+    'normalize': 'ENCODER_NORMALIZE',
+    'dtype': 'ENCODER_DTYPE',
+    'max_docs_per_request': 'ENCODER_MAX_DOCS_PER_REQUEST',
+}
+
+
+def jina_export(flow: dict) -> dict:
+    """Run `jina export docker-compose` on a flow definition and return the compose document it writes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        flow_path, out_path = Path(tmp) / 'flow.yml', Path(tmp) / 'compose.yml'
+        flow_path.write_text(yaml.safe_dump(flow, sort_keys=False))
+        # Without JINA_GATEWAY_IMAGE the exporter asks Jina Hub (unreachable offline) which image to use.
+        env = {**os.environ, 'JINA_GATEWAY_IMAGE': GATEWAY_IMAGE, 'JINA_HIDE_SURVEY': '1'}
+        subprocess.run(
+            [sys.executable, '-m', 'jina', 'export', 'docker-compose', str(flow_path), str(out_path)],
+            check=True,
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        return yaml.safe_load(out_path.read_text())
+
+
+def gpu_flow(flow: dict) -> dict:
+    """The same flow with its encoder on CUDA, in the GPU image, holding GPUs: what the overlay is the delta to."""
+    flow = copy.deepcopy(flow)
+    for executor in flow['executors']:
+        executor['uses'] = executor['uses'].replace(':cpu', ':gpu')
+        executor.setdefault('uses_with', {})['device'] = 'cuda'
+        executor['gpus'] = 'all'
+    return flow
+
+
+def interpolated_uses_with(command: list[str]) -> list[str]:
+    """Make the JSON after --uses-with read overridable values from the environment, flow.yml's as defaults."""
+    command = list(command)
+    at = command.index('--uses-with') + 1
+    uses_with = json.loads(command[at])
+    fields = []
+    for key, value in uses_with.items():
+        literal = json.dumps(value)
+        if key in OVERRIDABLE_USES_WITH:
+            default = value if isinstance(value, str) else literal
+            variable = f'${{{OVERRIDABLE_USES_WITH[key]}:-{default}}}'
+            literal = f'"{variable}"' if isinstance(value, str) else variable
+        fields.append(f'"{key}": {literal}')
+    command[at] = '{' + ', '.join(fields) + '}'
+    return command
+
+
+def image_variable(image: str) -> str:
+    variable = 'ENCODER_GPU_IMAGE' if image.endswith(':gpu') else 'ENCODER_IMAGE'
+    return f'${{{variable}:-{image}}}'
+
+
+def encoder_service(exported: dict) -> dict:
+    """The encoder as the exporter wrote it, plus what production needs."""
+    port = exported['command'][exported['command'].index('--port') + 1]
+    environment = [line for line in exported.get('environment', []) if not line.startswith('HF_HUB_OFFLINE=')]
+    return {
+        'image': image_variable(exported['image']),
+        'entrypoint': exported['entrypoint'],
+        'command': interpolated_uses_with(exported['command']),
+        'environment': [
+            'JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}',
+            # 1: the model must already be in the mounted cache (make model); 0 lets the encoder download it there.
+            'HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}',
+            *environment,
+        ],
+        'volumes': [volume.replace('~/.cache/huggingface:', '${MODEL_CACHE_DIR:-~/.cache/huggingface}:', 1) for volume in exported['volumes']],
+        'healthcheck': {
+            # jina's own `jina ping` costs seconds of CPU per probe; a gRPC health check costs milliseconds.
+            'test': ['CMD', 'python3', '/app/healthcheck.py', port],
+            'interval': '5s',
+            'timeout': '5s',
+            'retries': 3,
+            'start_period': '${ENCODER_START_PERIOD:-180s}',  # model load, longer on a cold disk
+        },
+        'restart': '${RESTART_POLICY:-unless-stopped}',
+        'networks': exported['networks'],
+    }
+
+
+def published(port: str | int, variable: str) -> str:
+    return f'${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}:-{port}}}:{port}'
+
+
+def gateway_service(exported: dict, encoder_name: str) -> dict:
+    """The gateway as the exporter wrote it, published on 127.0.0.1 and started once the encoder is healthy."""
+    command = exported['command']
+    at = command.index('--port') + 1
+    grpc_port, http_port = command[at], command[at + 1]
+    return {
+        'image': f'${{GATEWAY_IMAGE:-{exported["image"]}}}',
+        'entrypoint': exported['entrypoint'],
+        'command': command,
+        'environment': ['JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}'],
+        'ports': [published(grpc_port, 'GRPC_PORT'), published(http_port, 'HTTP_PORT')],
+        'depends_on': {encoder_name: {'condition': 'service_healthy'}},
+        'healthcheck': {
+            'test': ['CMD', 'python3', '/app/healthcheck.py', http_port],
+            'interval': '5s',
+            'timeout': '5s',
+            'retries': 3,
+            'start_period': '60s',
+        },
+        'restart': '${RESTART_POLICY:-unless-stopped}',
+        'networks': exported['networks'],
+    }
+
+
+def build_compose_files(flow: dict) -> tuple[dict, dict]:
+    cpu, gpu = jina_export(flow), jina_export(gpu_flow(flow))
+    encoder_names = [name for name in cpu['services'] if name != 'gateway']
+    services = {name: encoder_service(cpu['services'][name]) for name in encoder_names}
+    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names[0])
+    compose = {'name': 'sentence-encoder', 'services': services, 'networks': cpu['networks']}
+
+    overlay_services = {}
+    for name in encoder_names:
+        exported = gpu['services'][name]
+        devices = copy.deepcopy(exported['deploy']['resources']['reservations']['devices'])
+        for device in devices:
+            device['count'] = '${GPU_COUNT:-all}'
+        overlay_services[name] = {
+            'image': image_variable(exported['image']),
+            'command': interpolated_uses_with(exported['command']),
+            'deploy': {'resources': {'reservations': {'devices': devices}}},
+        }
+    return compose, {'services': overlay_services}
+
+
+def render(document: dict, title: str) -> str:
+    return HEADER + f'# {title}\n' + yaml.safe_dump(document, sort_keys=False, width=1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--check', action='store_true', help='compare with the committed files instead of writing')
+    args = parser.parse_args()
+    compose, overlay = build_compose_files(yaml.safe_load(FLOW.read_text()))
+    outputs = {
+        REPO / 'compose.yml': render(compose, 'The CPU stack: make up, or docker compose up -d --wait'),
+        REPO / 'compose.gpu.yml': render(
+            overlay, 'GPU overlay: make up-gpu, or docker compose -f compose.yml -f compose.gpu.yml up -d --wait'
+        ),
+    }
+    stale = [path.name for path, text in outputs.items() if not path.exists() or path.read_text() != text]
+    if args.check:
+        if stale:
+            sys.exit(f'{", ".join(stale)} differ from a fresh export of flow.yml: run `make export` and commit them')
+        print('compose files are in sync with flow.yml')
+        return
+    for path, text in outputs.items():
+        path.write_text(text)
+    print(f'wrote {", ".join(path.name for path in outputs)}' + (f' (changed: {", ".join(stale)})' if stale else ''))
+
+
+if __name__ == '__main__':
+    main()
