@@ -4,7 +4,7 @@
 # machines), build an equivalent Debian 12 + Python 3.11 image locally with debootstrap from the Debian mirror and tag
 # it LOCAL_BASE_IMAGE. Prints the image to build FROM on stdout; logs go to stderr.
 set -euo pipefail
-BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim-bookworm}
+BASE_IMAGE=${BASE_IMAGE:-python:3.11.14-slim-bookworm}
 LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-sentence-encoder-base:bookworm-py311}
 log() { printf '[base-image] %s\n' "$*" >&2; }
 

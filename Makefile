@@ -1,0 +1,69 @@
+# Sentence embeddings with Jina + Docker Compose. `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+VENV_PYTHON := $(VENV)/bin/python
+COMPOSE := docker compose -f compose.yml
+COMPOSE_GPU := docker compose -f compose.yml -f compose.gpu.yml
+PYTEST_ARGS ?=
+
+.PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke test lint
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Environment
+install: $(VENV)/.installed ## Create .venv with the pinned environment (CPU torch) for tests, scripts and export
+
+$(VENV)/.installed: requirements-dev.txt executor/requirements.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: make PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check "pip<26"
+	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+model: install ## Put the model into the host's Hugging Face cache (~/.cache/huggingface), once
+	$(VENV_PYTHON) scripts/fill_model_cache.py
+
+engine: ## Install and start a Docker engine with Compose v2 if there is none (Debian 12/13, root)
+	@docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 || scripts/install-docker.sh
+
+##@ Images
+build: engine install ## Build the CPU encoder and the gateway images
+	scripts/build-images.sh cpu gateway
+
+build-gpu: engine install ## Build the GPU encoder (CUDA torch) and the gateway images
+	scripts/build-images.sh gpu gateway
+
+##@ Stack
+up: build model ## Start the CPU stack, wait until healthy, print a curl line to try
+	scripts/up.sh cpu
+
+up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-container-toolkit)
+	@scripts/check-gpu-runtime.sh
+	$(MAKE) build-gpu model
+	scripts/up.sh gpu
+
+down: ## Stop and remove the stack
+	$(COMPOSE_GPU) down --remove-orphans
+
+logs: ## Follow the stack's logs
+	$(COMPOSE) logs -f
+
+ps: ## Show the stack's containers and their health
+	$(COMPOSE) ps
+
+smoke: ## Send one curl request to the running stack and check the embedding
+	scripts/smoke.sh
+
+##@ Development
+export: install ## Regenerate compose.yml and compose.gpu.yml from flow.yml with jina's exporter
+	$(VENV_PYTHON) scripts/export_compose.py
+
+test: engine install ## Run all tests: unit, local Flow, and the real compose stack (builds the images)
+	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: install ## Lint and check formatting with ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

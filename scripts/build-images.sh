@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Build the stack's images: scripts/build-images.sh cpu|gpu|gateway [...]
+#   cpu     -> ${ENCODER_IMAGE:-sentence-encoder:cpu}      (CPU-only torch)
+#   gpu     -> ${ENCODER_GPU_IMAGE:-sentence-encoder:gpu}  (PyPI's CUDA torch)
+#   gateway -> ${GATEWAY_IMAGE:-sentence-gateway:3.33.1}   (jina, no torch)
+# Online, `docker build` pulls the pinned base image and pip installs from PyPI. When the base image cannot be pulled
+# (air-gapped, or these CI machines: OFFLINE=auto detects it, OFFLINE=1 forces it) the base is built locally with
+# debootstrap and pip installs inside the build from a host-side wheelhouse (scripts/wheelhouse.sh), with no network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[build] %s\n' "$*" >&2; }
+
+base=$(scripts/base-image.sh)
+offline=${OFFLINE:-auto}
+if [ "$offline" = auto ]; then
+  [ "$base" = "${BASE_IMAGE:-python:3.11.14-slim-bookworm}" ] && offline=0 || offline=1
+fi
+
+for variant in "$@"; do
+  case "$variant" in
+    cpu) tag=${ENCODER_IMAGE:-sentence-encoder:cpu}; dockerfile=executor/Dockerfile; args=(--build-arg DEVICE=cpu) ;;
+    gpu) tag=${ENCODER_GPU_IMAGE:-sentence-encoder:gpu}; dockerfile=executor/Dockerfile; args=(--build-arg DEVICE=gpu) ;;
+    gateway) tag=${GATEWAY_IMAGE:-sentence-gateway:3.33.1}; dockerfile=gateway/Dockerfile; args=() ;;
+    *) log "unknown image '$variant': use cpu, gpu or gateway"; exit 2 ;;
+  esac
+  if [ "$offline" = 1 ]; then
+    scripts/wheelhouse.sh "$variant"
+  else
+    rm -rf ".build/wheels-$variant"  # online: install from PyPI inside the build
+  fi
+  log "building $tag from $dockerfile (base $base, offline=$offline)"
+  started=$(date +%s)
+  # The classic builder: Debian's docker.io has no buildx, and these Dockerfiles need nothing BuildKit-only.
+  if ! output=$(DOCKER_BUILDKIT=0 docker build -f "$dockerfile" --build-arg "BASE_IMAGE=$base" "${args[@]}" -t "$tag" . 2>&1); then
+    printf '%s\n' "$output" | tail -40 >&2; log "building $tag failed"; exit 1
+  fi
+  log "built $tag in $(( $(date +%s) - started )) s"
+done

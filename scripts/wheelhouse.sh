@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fill .build/wheels-<variant>/ with every wheel an image needs, from the host's package index, so that the image
+# build installs with `pip install --no-index` and needs no network (see executor/Dockerfile).
+#   scripts/wheelhouse.sh cpu|gpu|gateway
+# Uses the project's Python 3.11 (the images' Python) and the pinned constraints.txt; pip's cache makes reruns quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+variant=$1
+python=${PYTHON_FOR_WHEELS:-.venv/bin/python}
+case "$variant" in
+  cpu) requirements=(-r executor/requirements.txt "torch==2.13.0+cpu") ;;
+  gpu) requirements=(-r executor/requirements.txt "torch==2.14.1") ;;
+  gateway) requirements=(-r gateway/requirements.txt) ;;
+  *) echo "unknown wheelhouse '$variant': use cpu, gpu or gateway" >&2; exit 2 ;;
+esac
+mkdir -p ".build/wheels-$variant"
+printf '[wheelhouse] filling .build/wheels-%s\n' "$variant" >&2
+# `pip wheel` rather than `pip download`: jina's dependency jcloud is only an sdist and must be built into a wheel.
+log=$(mktemp)
+if ! "$python" -m pip wheel --quiet --disable-pip-version-check -w ".build/wheels-$variant" \
+    -c constraints.txt "${requirements[@]}" >"$log" 2>&1; then
+  grep -v 'is ignored: it is neither' "$log" >&2; rm -f "$log"; exit 1
+fi
+rm -f "$log"
+ls ".build/wheels-$variant"/torch-* >/dev/null 2>&1 || [ "$variant" = gateway ] || {
+  echo "[wheelhouse] no torch wheel landed in .build/wheels-$variant" >&2; exit 1; }
