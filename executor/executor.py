@@ -7,6 +7,7 @@ by compose, so weights download once), and bad input is rejected with the offend
 
 # No `from __future__ import annotations` here: Jina reads the schema from the real annotations of `encode`.
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def hf_hub_cache() -> Path:
-    """The directory huggingface_hub reads models from (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    """Where huggingface_hub reads models: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
@@ -145,7 +146,8 @@ class SentenceEncoder(Executor):
             self.dtype = resolve_dtype(str(dtype), self.device)
             self.model = load_model(model, self.device, self.dtype)
         except StartupError as error:
-            self.logger.error(str(error))  # one clear line in the container log, above Jina's traceback
+            # One unwrapped line in the container log (jina's logger wraps at 80 columns), above jina's traceback.
+            print(f'SentenceEncoder cannot start: {error}', file=sys.stderr, flush=True)
             raise
         self.model_name = model
         self.batch_size = batch_size
@@ -186,6 +188,6 @@ class SentenceEncoder(Executor):
         )
         # float32 on the wire whatever the compute dtype: numpy has no bfloat16, and clients expect one type.
         embeddings = embeddings.float().cpu().numpy()
-        for doc, embedding in zip(docs, embeddings):
+        for doc, embedding in zip(docs, embeddings, strict=True):
             doc.embedding = embedding
         return docs

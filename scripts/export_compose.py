@@ -102,7 +102,10 @@ def encoder_service(exported: dict) -> dict:
             'HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}',
             *environment,
         ],
-        'volumes': [volume.replace('~/.cache/huggingface:', '${MODEL_CACHE_DIR:-~/.cache/huggingface}:', 1) for volume in exported['volumes']],
+        'volumes': [
+            volume.replace('~/.cache/huggingface:', '${MODEL_CACHE_DIR:-~/.cache/huggingface}:', 1)
+            for volume in exported['volumes']
+        ],
         'healthcheck': {
             # jina's own `jina ping` costs seconds of CPU per probe; a gRPC health check costs milliseconds.
             'test': ['CMD', 'python3', '/app/healthcheck.py', port],

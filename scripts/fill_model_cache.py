@@ -61,10 +61,9 @@ def copy_packaged_model(cache_dir: Path) -> None:
 
 def make_readable(cache_dir: Path, model: str) -> None:
     """The encoder container runs as a non-root user: it must be able to read what root wrote here."""
-    for parent in [cache_dir, *cache_dir.parents]:
-        if parent == Path.home() or parent == parent.parent:
-            break
-        parent.chmod(parent.stat().st_mode | 0o555)
+    # The hub directory and the one above it (HF_HOME, the directory compose mounts).
+    for directory in (cache_dir.parent, cache_dir):
+        directory.chmod(directory.stat().st_mode | 0o555)
     for root, dirs, files in os.walk(cache_dir / ('models--' + model.replace('/', '--'))):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o755)
@@ -75,7 +74,9 @@ def make_readable(cache_dir: Path, model: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', default=DEFAULT_MODEL)
-    parser.add_argument('--cache-dir', type=Path, default=None, help='default: the HF hub cache (~/.cache/huggingface/hub)')
+    parser.add_argument(
+        '--cache-dir', type=Path, default=None, help='default: the HF hub cache (~/.cache/huggingface/hub)'
+    )
     parser.add_argument('--offline', action='store_true', help='do not try the hub (also when HF_HUB_OFFLINE=1)')
     args = parser.parse_args()
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser()

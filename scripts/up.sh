@@ -1,23 +1,53 @@
 #!/usr/bin/env bash
-# Start the stack and return once it is healthy: scripts/up.sh cpu|gpu
-# On failure, show why (the encoder's last log lines) instead of leaving a restart loop to guess at.
+# Start the stack and return once every service is healthy: scripts/up.sh cpu|gpu
+# Fails fast, with the reason, when the encoder cannot start (a missing model, a GPU that is not there): compose's own
+# `up --wait` would sit through the restart loop, since a container that keeps restarting is never "unhealthy" for long.
+# Honours compose's environment (COMPOSE_PROJECT_NAME, ports, images: see the README's configuration table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variant=${1:-cpu}
+timeout=${WAIT_TIMEOUT:-300}
 files=(-f compose.yml)
 if [ "$variant" = gpu ]; then
   scripts/check-gpu-runtime.sh
   files+=(-f compose.gpu.yml)
 fi
+compose() { docker compose "${files[@]}" "$@"; }
 
-if ! docker compose "${files[@]}" up -d --wait --wait-timeout "${WAIT_TIMEOUT:-300}"; then
-  echo >&2; echo "The stack did not become healthy. Last encoder log lines:" >&2
-  docker compose "${files[@]}" logs --no-color --tail 15 encoder >&2 || true
+explain_failure() {
+  echo "The stack did not become healthy: $1" >&2
+  # The executor prints one line saying what is wrong and what to do; show it first, then the context.
+  compose logs --no-color encoder 2>/dev/null | grep -m1 'cannot start:' | sed 's/^[^|]*| *//' >&2 || true
+  echo "Last encoder log lines (make logs for all):" >&2
+  compose logs --no-color --tail 8 encoder >&2 || true
   exit 1
-fi
-port=${HTTP_PORT:-8080}
+}
+
+# `up -d` itself blocks until the gateway's dependency (the encoder) is healthy, so it runs in the background while
+# this loop watches for the failure it would wait out.
+compose up -d --remove-orphans --quiet-pull 2>&1 | grep -v -E ' (Creat|Start|Wait|Running|Recreat)' &
+up_pid=$!
+trap 'kill $up_pid 2>/dev/null || true' EXIT
+deadline=$(( $(date +%s) + timeout ))
+while :; do
+  unhealthy=0
+  for service in $(compose config --services); do
+    container=$(compose ps -a -q "$service" 2>/dev/null)
+    [ -n "$container" ] || { unhealthy=1; continue; }
+    read -r status health restarts < <(docker inspect -f \
+      '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}}' "$container")
+    if [ "$restarts" -gt 0 ] || [ "$status" = exited ] || [ "$status" = dead ]; then
+      explain_failure "$service failed to start (container $status, restarted $restarts times; make down stops it)"
+    fi
+    [ "$health" = healthy ] || unhealthy=1
+  done
+  [ "$unhealthy" = 0 ] && { wait $up_pid || true; break; }
+  [ "$(date +%s)" -lt "$deadline" ] || explain_failure "not healthy after ${timeout} s (WAIT_TIMEOUT)"
+  sleep 2
+done
+
 cat <<MSG
 
-Stack is up ($variant). HTTP on 127.0.0.1:${port}, gRPC on 127.0.0.1:${GRPC_PORT:-50051}. Try:
-  curl -X POST http://127.0.0.1:${port}/encode -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
+Stack is up ($variant). HTTP on 127.0.0.1:${HTTP_PORT:-8080}, gRPC on 127.0.0.1:${GRPC_PORT:-50051}. Try:
+  curl -X POST http://127.0.0.1:${HTTP_PORT:-8080}/encode -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
 MSG

@@ -38,4 +38,3 @@ def reference_model():
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(MODEL_NAME, device='cpu')
-

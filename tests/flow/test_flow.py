@@ -9,9 +9,11 @@ import pytest
 import requests
 from docarray import DocList
 from docarray.documents import TextDoc
-from executor import SentenceEncoder
 from helpers import cosine_rows
 from jina import Client, Flow
+from jina.excepts import RuntimeFailToStart
+
+from executor import SentenceEncoder
 
 
 def free_port() -> int:
@@ -67,12 +69,16 @@ def test_a_rejected_request_names_the_doc_and_the_next_request_works(flow_ports)
     client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
     with pytest.raises(Exception, match='over the limit of 2000'):
         client.post(on='/encode', inputs=DocList[TextDoc]([TextDoc(text='x')] * 2_001), request_size=2_001)
-    docs = client.post(on='/encode', inputs=DocList[TextDoc]([TextDoc(text='still serving')]), return_type=DocList[TextDoc])
+    docs = client.post(
+        on='/encode', inputs=DocList[TextDoc]([TextDoc(text='still serving')]), return_type=DocList[TextDoc]
+    )
     assert docs[0].embedding.shape == (384,)
 
 
 def test_a_missing_gpu_fails_the_flow_start():
-    flow = Flow(port=free_port(), host='127.0.0.1').add(uses=SentenceEncoder, uses_with={'device': 'cuda'}, timeout_ready=60_000)
-    with pytest.raises(Exception):
+    flow = Flow(port=free_port(), host='127.0.0.1').add(
+        uses=SentenceEncoder, uses_with={'device': 'cuda'}, timeout_ready=60_000
+    )
+    with pytest.raises(RuntimeFailToStart):
         with flow:
             pass

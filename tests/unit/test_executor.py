@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from docarray import DocList
 from docarray.documents import TextDoc
-from executor import BadRequestError, SentenceEncoder, StartupError
 from helpers import cosine_rows
+
+from executor import BadRequestError, SentenceEncoder, StartupError
 
 SENTENCES = ['A cat sits on the mat.', 'hello world', 'Embeddings map text to vectors.', 'ünïcödé ✓ 日本語']
 
@@ -142,7 +143,7 @@ def test_more_docs_than_the_limit_are_rejected_and_the_next_request_works():
     limited = SentenceEncoder(device='cpu', max_docs_per_request=5)
     with pytest.raises(BadRequestError, match='6 docs in one request is over the limit of 5'):
         limited.encode(docs_of(['x'] * 6))
-    assert np.stack(limited.encode(docs_of(["x"] * 5)).embedding).shape == (5, 384)
+    assert np.stack(limited.encode(docs_of(['x'] * 5)).embedding).shape == (5, 384)
 
 
 def test_an_empty_request_returns_no_docs(encoder):

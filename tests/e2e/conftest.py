@@ -1,0 +1,47 @@
+"""Fixtures for the real compose stack: images built by `make build`'s script, a real Docker engine, 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from compose_stack import REPO, Stack, docker_available, stack_env
+
+
+@pytest.fixture(scope='session')
+def images_built() -> None:
+    if not docker_available():
+        pytest.fail('these tests need a running Docker engine with Compose v2: run `make engine` (or .ci/run)')
+    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway'], cwd=REPO, check=True)
+
+
+@pytest.fixture(scope='session')
+def filled_model_cache(tmp_path_factory) -> Path:
+    """A host-side HF cache filled by the same script as `make model`, readable by the container's user."""
+    cache = tmp_path_factory.mktemp('hf-cache-for-compose')
+    cache.chmod(0o755)
+    subprocess.run(
+        [sys.executable, str(REPO / 'scripts' / 'fill_model_cache.py'), '--offline', '--cache-dir', str(cache / 'hub')],
+        check=True,
+    )
+    return cache
+
+
+@pytest.fixture(scope='session')
+def stack(images_built, filled_model_cache) -> Iterator[Stack]:
+    """The CPU stack, up and healthy; logs are printed if it fails to come up, and it is removed at the end."""
+    running = Stack(project=f'sentence-encoder-test-{os.getpid()}', env_overrides=stack_env(filled_model_cache))
+    try:
+        started = time.monotonic()
+        result = running.up()
+        if result.returncode != 0:
+            pytest.fail(f'stack did not become healthy:\n{result.stderr}\n{running.logs()[-5000:]}')
+        print(f'stack healthy in {time.monotonic() - started:.0f} s')
+        yield running
+    finally:
+        running.down()

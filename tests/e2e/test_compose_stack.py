@@ -1,0 +1,112 @@
+"""The compose stack, built and run for real: curl and jina's gRPC Client against 127.0.0.1, the model cache mount,
+the GPU overlay, and secure defaults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from compose_stack import Stack, stack_env
+from docarray import DocList
+from docarray.documents import TextDoc
+from helpers import cosine_rows
+from jina import Client
+
+pytestmark = pytest.mark.e2e
+
+
+def curl_encode(port: int, body: str) -> dict:
+    """The README's curl line, run as written (only the port differs)."""
+    result = subprocess.run(
+        ['curl', '-sS', '--max-time', '60', '-X', 'POST', f'http://127.0.0.1:{port}/encode',
+         '-H', 'Content-Type: application/json', '-d', body],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(result.stdout)
+
+
+def test_curl_returns_the_in_process_embedding(stack: Stack, reference_model):
+    reply = curl_encode(stack.http_port, '{"data":[{"text":"hello world"}]}')
+    embedding = np.array(reply['data'][0]['embedding'])
+    assert embedding.shape == (384,)
+    assert cosine_rows([embedding], reference_model.encode(['hello world'])).min() >= 0.9999
+
+
+def test_grpc_client_1000_docs_all_back_in_order(stack: Stack, reference_model):
+    texts = [f'document number {i} about embeddings' for i in range(1_000)]
+    sent = DocList[TextDoc]([TextDoc(text=text) for text in texts])
+    client = Client(host='127.0.0.1', port=stack.grpc_port, protocol='grpc')
+    docs = client.post(on='/encode', inputs=sent, request_size=32, return_type=DocList[TextDoc])
+    assert list(docs.id) == list(sent.id)
+    assert list(docs.text) == texts
+    embeddings = np.stack(docs.embedding)
+    assert embeddings.shape == (1_000, 384)
+    sample = slice(0, 1_000, 50)
+    assert cosine_rows(embeddings[sample], reference_model.encode(texts[sample])).min() >= 0.9999
+
+
+def test_the_model_came_through_the_bind_mount_offline(stack: Stack):
+    environment = stack.compose('exec', '-T', 'encoder', 'printenv', 'HF_HUB_OFFLINE').stdout.strip()
+    assert environment == '1', 'the encoder must not be able to download: the model can only come from the mount'
+    listing = stack.compose('exec', '-T', 'encoder', 'ls', '/home/encoder/.cache/huggingface/hub').stdout
+    assert 'models--sentence-transformers--all-MiniLM-L6-v2' in listing
+
+
+def test_containers_run_as_non_root_and_publish_on_loopback(stack: Stack):
+    for service in ('encoder', 'gateway'):
+        uid = stack.compose('exec', '-T', service, 'id', '-u').stdout.strip()
+        assert uid != '0', f'{service} runs as root'
+    published = stack.compose('port', 'gateway', '8080').stdout.strip()
+    assert published.startswith('127.0.0.1:'), published
+
+
+def test_an_empty_model_cache_fails_fast_with_the_clear_error(images_built, tmp_path):
+    empty_cache = tmp_path / 'empty-cache'
+    empty_cache.mkdir()
+    empty_cache.chmod(0o755)
+    broken = Stack(
+        project=f'sentence-encoder-test-empty-{tmp_path.name[-8:]}'.lower(), env_overrides=stack_env(empty_cache)
+    )
+    try:
+        started = time.monotonic()
+        result = broken.up(wait_timeout=90)
+        elapsed = time.monotonic() - started
+        assert result.returncode != 0, 'a stack without its model must not report healthy'
+        assert elapsed < 60, f'took {elapsed:.0f} s to report the failure'
+        # up.sh (what `make up` runs) puts the executor's one-line reason first in what it prints.
+        assert 'SentenceEncoder cannot start:' in result.stderr, result.stderr[-3000:]
+        reason = next(line for line in result.stderr.splitlines() if 'SentenceEncoder cannot start:' in line)
+        assert 'could not be loaded from the Hugging Face cache' in reason and 'make model' in reason
+        assert 'SentenceEncoder cannot start:' in broken.logs('encoder')
+        assert broken.container_state('gateway')['Status'] != 'running', 'the gateway must wait for a healthy encoder'
+    finally:
+        broken.down()
+
+
+def test_gpu_overlay_reserves_nvidia_devices_for_the_encoder_only(tmp_path):
+    overlay = Stack(
+        project='sentence-encoder-config', env_overrides=stack_env(tmp_path), files=('compose.yml', 'compose.gpu.yml')
+    )
+    config = json.loads(overlay.compose('config', '--format', 'json').stdout)
+    encoder, gateway = config['services']['encoder'], config['services']['gateway']
+    devices = encoder['deploy']['resources']['reservations']['devices']
+    assert devices == [{'driver': 'nvidia', 'count': -1, 'capabilities': ['gpu']}]  # count 'all'
+    assert 'deploy' not in gateway
+    assert encoder['image'] == 'sentence-encoder:gpu'
+    assert '"device": "cuda"' in ' '.join(encoder['command'])
+    # everything else about the encoder comes from compose.yml unchanged
+    assert encoder['healthcheck']['test'][-2:] == ['/app/healthcheck.py', '8081']
+    assert encoder['volumes'][0]['target'] == '/home/encoder/.cache/huggingface'
+
+
+def test_gpu_count_is_configurable(tmp_path):
+    overlay = Stack(
+        project='sentence-encoder-config',
+        env_overrides=stack_env(tmp_path, GPU_COUNT='2'),
+        files=('compose.yml', 'compose.gpu.yml'),
+    )
+    config = json.loads(overlay.compose('config', '--format', 'json').stdout)
+    assert config['services']['encoder']['deploy']['resources']['reservations']['devices'][0]['count'] == 2

@@ -1,0 +1,31 @@
+"""The generated and documented project files stay true: compose files in sync with flow.yml, `make help` honest."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_compose_files_are_in_sync_with_flow_yml():
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'scripts' / 'export_compose.py'), '--check'], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_files_say_they_are_generated():
+    for name in ('compose.yml', 'compose.gpu.yml'):
+        assert (REPO / name).read_text().startswith('# generated from flow.yml'), name
+
+
+def test_make_help_lists_exactly_the_real_targets():
+    makefile = (REPO / 'Makefile').read_text()
+    documented = set(re.findall(r'^([a-z][a-z-]*):.*## ', makefile, flags=re.MULTILINE))
+    phony = set(re.search(r'^\.PHONY: (.*)$', makefile, flags=re.MULTILINE).group(1).split())
+    assert documented == phony
+    shown = subprocess.run(['make', '--no-print-directory', '-C', str(REPO), 'help'], capture_output=True, text=True)
+    listed = {line.split()[0] for line in shown.stdout.splitlines() if line.startswith('  ')}
+    assert listed == documented
