@@ -16,6 +16,22 @@ if [ "$offline" = auto ]; then
   [ "$base" = "${BASE_IMAGE:-python:3.11.14-slim-bookworm}" ] && offline=0 || offline=1
 fi
 
+# Serve a wheelhouse over HTTP on 127.0.0.1 while a build runs (pip's --find-links reads the listing). A fixed port:
+# the URL is a build argument, and a new value each time would defeat the layer cache and reinstall torch.
+wheel_port=${WHEELHOUSE_PORT:-3141}
+wheel_server=""
+serve_wheelhouse() {
+  if curl -s -o /dev/null "http://127.0.0.1:$wheel_port/"; then
+    log "port $wheel_port is taken; set WHEELHOUSE_PORT to a free one"; exit 1
+  fi
+  python3 -m http.server --bind 127.0.0.1 --directory "$1" "$wheel_port" >/dev/null 2>&1 &
+  wheel_server=$!
+  for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$wheel_port/" && return; sleep 0.1; done
+  log "the wheelhouse server did not start"; exit 1
+}
+stop_wheelhouse() { [ -z "$wheel_server" ] || kill "$wheel_server" 2>/dev/null || true; wheel_server=""; }
+trap stop_wheelhouse EXIT
+
 for variant in "$@"; do
   case "$variant" in
     cpu) tag=${ENCODER_IMAGE:-sentence-encoder:cpu}; dockerfile=executor/Dockerfile; args=(--build-arg DEVICE=cpu) ;;
@@ -23,16 +39,20 @@ for variant in "$@"; do
     gateway) tag=${GATEWAY_IMAGE:-sentence-gateway:3.33.1}; dockerfile=gateway/Dockerfile; args=() ;;
     *) log "unknown image '$variant': use cpu, gpu or gateway"; exit 2 ;;
   esac
+  network=()
   if [ "$offline" = 1 ]; then
     scripts/wheelhouse.sh "$variant"
-  else
-    rm -rf ".build/wheels-$variant"  # online: install from PyPI inside the build
+    serve_wheelhouse ".build/wheels-$variant"
+    args+=(--build-arg "WHEELHOUSE_URL=http://127.0.0.1:$wheel_port/")
+    network=(--network host)  # so that the build reaches the host's 127.0.0.1
   fi
   log "building $tag from $dockerfile (base $base, offline=$offline)"
   started=$(date +%s)
   # The classic builder: Debian's docker.io has no buildx, and these Dockerfiles need nothing BuildKit-only.
-  if ! output=$(DOCKER_BUILDKIT=0 docker build -f "$dockerfile" --build-arg "BASE_IMAGE=$base" "${args[@]}" -t "$tag" . 2>&1); then
+  if ! output=$(DOCKER_BUILDKIT=0 docker build "${network[@]}" -f "$dockerfile" --build-arg "BASE_IMAGE=$base" \
+      "${args[@]}" -t "$tag" . 2>&1); then
     printf '%s\n' "$output" | tail -40 >&2; log "building $tag failed"; exit 1
   fi
   log "built $tag in $(( $(date +%s) - started )) s"
+  stop_wheelhouse
 done
