@@ -36,7 +36,8 @@ while :; do
     [ -n "$container" ] || { unhealthy=1; continue; }
     read -r status health restarts < <(docker inspect -f \
       '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}}' "$container")
-    if [ "$restarts" -gt 0 ] || [ "$status" = exited ] || [ "$status" = dead ]; then
+    # A restart before becoming healthy is a crash loop (a container that restarted long ago and is healthy is not).
+    if { [ "$restarts" -gt 0 ] && [ "$health" != healthy ]; } || [ "$status" = exited ] || [ "$status" = dead ]; then
       explain_failure "$service failed to start (container $status, restarted $restarts times; make down stops it)"
     fi
     [ "$health" = healthy ] || unhealthy=1
