@@ -9,7 +9,7 @@ COMPOSE := docker compose -f compose.yml
 COMPOSE_GPU := docker compose -f compose.yml -f compose.gpu.yml
 PYTEST_ARGS ?=
 
-.PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke test lint
+.PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke bench test lint
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ ps: ## Show the stack's containers and their health
 
 smoke: ## Send one curl request to the running stack and check the embedding
 	scripts/smoke.sh
+
+bench: install ## Time the running stack (gRPC, HTTP) against in-process encoding: the tutorial's 10,000 docs
+	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/bench.py
 
 ##@ Development
 export: install ## Regenerate compose.yml and compose.gpu.yml from flow.yml with jina's exporter

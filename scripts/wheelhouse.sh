@@ -14,6 +14,10 @@ case "$variant" in
   *) echo "unknown wheelhouse '$variant': use cpu, gpu or gateway" >&2; exit 2 ;;
 esac
 mkdir -p ".build/wheels-$variant"
+# Skip the (cached but slow) resolve when the pins are the ones this wheelhouse was filled from.
+stamp=".build/wheels-$variant/.filled-from"
+pins=$(cat constraints.txt executor/requirements.txt gateway/requirements.txt | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$pins" ]; then exit 0; fi
 printf '[wheelhouse] filling .build/wheels-%s\n' "$variant" >&2
 # `pip wheel` rather than `pip download`: jina's dependency jcloud is only an sdist and must be built into a wheel.
 log=$(mktemp)
@@ -24,3 +28,4 @@ fi
 rm -f "$log"
 ls ".build/wheels-$variant"/torch-* >/dev/null 2>&1 || [ "$variant" = gateway ] || {
   echo "[wheelhouse] no torch wheel landed in .build/wheels-$variant" >&2; exit 1; }
+echo "$pins" >"$stamp"
