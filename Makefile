@@ -22,6 +22,7 @@ $(VENV)/.installed: requirements-dev.txt executor/requirements.txt constraints.t
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check "pip<26"
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(VENV_PYTHON) gateway/patch_jina.py
 	@touch $@
 
 model: install ## Put the model into the host's Hugging Face cache (~/.cache/huggingface), once

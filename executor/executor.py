@@ -105,14 +105,16 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransform
 def find_bad_docs(docs: DocList[TextDoc]) -> str | None:
     """Describe the docs that cannot be encoded (no text, empty text, non-string text), or None when all are fine."""
     problems: dict[str, list[str]] = {}
-    for doc in docs:
+    for position, doc in enumerate(docs):
+        # Jina's HTTP gateway passes docs sent without an id with id None: name those by position.
+        name = str(doc.id) if doc.id is not None else f'#{position}'
         text = doc.text
         if text is None:
-            problems.setdefault('no text', []).append(doc.id)
+            problems.setdefault('no text', []).append(name)
         elif not isinstance(text, str):
-            problems.setdefault(f'text is not a string ({type(text).__name__})', []).append(doc.id)
+            problems.setdefault(f'text is not a string ({type(text).__name__})', []).append(name)
         elif not text.strip():
-            problems.setdefault('empty text', []).append(doc.id)
+            problems.setdefault('empty text', []).append(name)
     if not problems:
         return None
 
@@ -150,12 +152,32 @@ class SentenceEncoder(Executor):
             print(f'SentenceEncoder cannot start: {error}', file=sys.stderr, flush=True)
             raise
         self.model_name = model
+        self._init_encoder_metrics()
         self.batch_size = batch_size
         self.normalize = normalize
         self.max_docs_per_request = max_docs_per_request
         self.logger.info(
             f'loaded {model} on {self.device} ({dtype}), {self.dimensions} dims, '
             f'max {self.model.max_seq_length} tokens per text (longer texts are truncated)'
+        )
+
+    def _init_encoder_metrics(self) -> None:
+        """Prometheus metrics beside jina's own (request counts and latencies), when the Flow runs with monitoring."""
+        registry = getattr(self.runtime_args, 'metrics_registry', None)
+        self._docs_encoded = self._docs_per_request = None
+        if registry is None:
+            return
+        from prometheus_client import Counter, Histogram
+
+        self._docs_encoded = Counter(
+            'sentence_encoder_docs_encoded', 'Docs given an embedding', registry=registry, namespace='jina'
+        )
+        self._docs_per_request = Histogram(
+            'sentence_encoder_request_docs',
+            'Docs per request reaching the encoder (the batch it encodes, in chunks of batch_size)',
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10_000),
+            registry=registry,
+            namespace='jina',
         )
 
     @property
@@ -190,4 +212,7 @@ class SentenceEncoder(Executor):
         embeddings = embeddings.float().cpu().numpy()
         for doc, embedding in zip(docs, embeddings, strict=True):
             doc.embedding = embedding
+        if self._docs_encoded is not None:
+            self._docs_encoded.inc(len(docs))
+            self._docs_per_request.observe(len(docs))
         return docs

@@ -1,4 +1,4 @@
-"""Container healthcheck: the gateway's HTTP port answers.
+"""Container healthcheck: the gateway answers GET /health (liveness; open even when API_KEY is set).
 
 Jina's HTTP gateway binds its port only after the executor has answered its schema request, so an answer here
 means the gateway is up and has seen the encoder. Standard library only, so it costs milliseconds.
@@ -10,7 +10,7 @@ import urllib.request
 
 port = sys.argv[1] if len(sys.argv) > 1 else '8080'
 try:
-    with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=3) as response:
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=3) as response:
         status = response.status
 except OSError as error:
     sys.exit(f'gateway HTTP port {port} not answering: {error}')

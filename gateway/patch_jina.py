@@ -5,11 +5,13 @@
    UnboundLocalError and a bare 500. Here it reads the FastAPI status module it imported as `http_status`, and
    answers with a `detail` that says the encoder is unavailable (jina's own body echoed the request, and its
    response model dropped the error) plus `Retry-After`.
-2. A request the encoder refuses (its `BadRequestError`: no text, empty text, too many docs) comes back as 500, as
-   if the server were broken. Here it is a 422, with the encoder's message naming the offending docs as `detail`.
+2. A request the encoder refuses (its `BadRequestError`: no text, empty text, too many docs; or a pydantic
+   `ValidationError` of the doc schema, e.g. a `url` over 65,536 characters) comes back as 500, as if the server
+   were broken. Here it is a 422, with the encoder's message naming the offending docs as `detail`.
 
 Each replacement must match exactly: if jina's code changes, the image build fails here instead of shipping a
-gateway whose error handling nobody checked. Usage: python patch_jina.py  (with the target venv's python)
+gateway whose error handling nobody checked. Idempotent. Usage: python patch_jina.py (with the target venv's python);
+`make install` applies it to .venv too, so that local Flows behave as the image does.
 """
 
 import sys
@@ -50,7 +52,7 @@ REPLACEMENTS = [
     ),
     (
         'raise HTTPException(status_code=http_status.HTTP_500_INTERNAL_SERVER_ERROR, detail=status.description)',
-        "raise HTTPException(status_code=(422 if status.exception.name == 'BadRequestError' "
+        "raise HTTPException(status_code=(422 if status.exception.name in ('BadRequestError', 'ValidationError') "
         'else http_status.HTTP_500_INTERNAL_SERVER_ERROR), detail=status.description)',
     ),
 ]
@@ -61,6 +63,9 @@ def main() -> None:
         sys.exit(f'patch_jina.py was written for jina {EXPECTED_JINA}, found {jina.__version__}: re-check it')
     path = Path(app_module.__file__)
     source = path.read_text()
+    if all(new in source for _, new in REPLACEMENTS):
+        print(f'{path.name} is already patched')
+        return
     for old, new in REPLACEMENTS:
         if source.count(old) != 1:
             sys.exit(f'patch_jina.py: expected exactly one `{old}` in {path}, found {source.count(old)}')

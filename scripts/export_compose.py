@@ -92,7 +92,7 @@ def encoder_service(exported: dict) -> dict:
     """The encoder as the exporter wrote it, plus what production needs."""
     port = exported['command'][exported['command'].index('--port') + 1]
     environment = [line for line in exported.get('environment', []) if not line.startswith('HF_HUB_OFFLINE=')]
-    return {
+    service = {
         'image': image_variable(exported['image']),
         'entrypoint': exported['entrypoint'],
         'command': interpolated_uses_with(exported['command']),
@@ -117,22 +117,40 @@ def encoder_service(exported: dict) -> dict:
         'restart': '${RESTART_POLICY:-unless-stopped}',
         'networks': exported['networks'],
     }
+    return with_metrics_port(service, exported['command'], 'ENCODER_METRICS_PORT')
+
+
+def with_metrics_port(service: dict, command: list[str], variable: str) -> dict:
+    """Publish jina's Prometheus port on the host's loopback (the exporter publishes it on every interface)."""
+    if '--monitoring' in command:
+        metrics_port = command[command.index('--port-monitoring') + 1]
+        service['ports'] = [*service.get('ports', []), published(metrics_port, variable)]
+    return service
 
 
 def published(port: str | int, variable: str) -> str:
     return f'${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}:-{port}}}:{port}'
 
 
-def gateway_service(exported: dict, encoder_name: str) -> dict:
+def gateway_service(exported: dict, encoder_name: str, model: str) -> dict:
     """The gateway as the exporter wrote it, published on 127.0.0.1 and started once the encoder is healthy."""
     command = exported['command']
     at = command.index('--port') + 1
     grpc_port, http_port = command[at], command[at + 1]
-    return {
+    service = {
         'image': f'${{GATEWAY_IMAGE:-{exported["image"]}}}',
         'entrypoint': exported['entrypoint'],
         'command': command,
-        'environment': ['JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}'],
+        'environment': [
+            'JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}',
+            # The served model's name (GET /v1/models) and its tokenizer (usage counts) must match the encoder's.
+            f'ENCODER_MODEL=${{ENCODER_MODEL:-{model}}}',
+            'API_KEY=${API_KEY:-}',
+            'MAX_BODY_BYTES=${MAX_BODY_BYTES:-8388608}',
+            'MAX_INPUTS_PER_REQUEST=${MAX_INPUTS_PER_REQUEST:-2048}',
+        ],
+        # Read-only: the gateway only reads the tokenizer from the cache the encoder's weights come from.
+        'volumes': ['${MODEL_CACHE_DIR:-~/.cache/huggingface}:/home/gateway/.cache/huggingface:ro'],
         'ports': [published(grpc_port, 'GRPC_PORT'), published(http_port, 'HTTP_PORT')],
         'depends_on': {encoder_name: {'condition': 'service_healthy'}},
         'healthcheck': {
@@ -145,13 +163,15 @@ def gateway_service(exported: dict, encoder_name: str) -> dict:
         'restart': '${RESTART_POLICY:-unless-stopped}',
         'networks': exported['networks'],
     }
+    return with_metrics_port(service, command, 'GATEWAY_METRICS_PORT')
 
 
 def build_compose_files(flow: dict) -> tuple[dict, dict]:
     cpu, gpu = jina_export(flow), jina_export(gpu_flow(flow))
     encoder_names = [name for name in cpu['services'] if name != 'gateway']
     services = {name: encoder_service(cpu['services'][name]) for name in encoder_names}
-    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names[0])
+    model = flow['executors'][0].get('uses_with', {}).get('model', 'sentence-transformers/all-MiniLM-L6-v2')
+    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names[0], model)
     compose = {'name': 'sentence-encoder', 'services': services, 'networks': cpu['networks']}
 
     overlay_services = {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
 
 def cosine_rows(a, b):
     """Row-wise cosine similarity of two (n, d) arrays."""

@@ -90,6 +90,8 @@ def stack_env(model_cache_dir: Path, **extra: str) -> dict[str, str]:
     return {
         'HTTP_PORT': str(free_port()),
         'GRPC_PORT': str(free_port()),
+        'GATEWAY_METRICS_PORT': str(free_port()),
+        'ENCODER_METRICS_PORT': str(free_port()),
         'MODEL_CACHE_DIR': str(model_cache_dir),
         **extra,
     }

@@ -108,6 +108,12 @@ def test_docs_without_text_are_rejected_naming_their_ids(encoder):
     assert all(doc.embedding is None for doc in docs), 'a rejected request is all-or-nothing'
 
 
+def test_docs_without_ids_are_named_by_position(encoder):
+    docs = DocList[TextDoc]([TextDoc(text='fine'), TextDoc.construct(id=None, text='')])
+    with pytest.raises(BadRequestError, match='empty text: ids #1'):
+        encoder.encode(docs)
+
+
 def test_non_string_text_is_rejected_naming_its_id(encoder):
     # TextDoc validation coerces or refuses non-strings at the edge; this is the executor's own guard behind it.
     docs = DocList[TextDoc]([TextDoc(text='fine'), TextDoc.construct(id='number', text=12345)])

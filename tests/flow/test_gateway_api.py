@@ -1,0 +1,152 @@
+"""The gateway's HTTP API (gateway/gateway.py) in a real local Flow: OpenAI routes, health, limits, the API key."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import requests
+from helpers import REPO, cosine_rows
+from jina import Flow
+from test_flow import free_port
+
+from executor import SentenceEncoder
+
+API_KEY = 'test-key-not-a-secret'
+
+
+def gateway_flow(http_port: int) -> Flow:
+    return (
+        Flow()
+        .config_gateway(
+            uses=str(REPO / 'gateway' / 'config.yml'),
+            protocol=['grpc', 'http'],
+            port=[free_port(), http_port],
+            host='127.0.0.1',
+        )
+        .add(uses=SentenceEncoder, uses_with={'device': 'cpu', 'max_docs_per_request': 100})
+    )
+
+
+@pytest.fixture(scope='module')
+def api():
+    port = free_port()
+    with gateway_flow(port):
+        yield f'http://127.0.0.1:{port}'
+
+
+@pytest.fixture(scope='module')
+def api_with_key():
+    port = free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('API_KEY', API_KEY)
+        patch.setenv('MAX_INPUTS_PER_REQUEST', '4')
+        patch.setenv('MAX_BODY_BYTES', '2000')
+        with gateway_flow(port):
+            yield f'http://127.0.0.1:{port}'
+
+
+def test_v1_embeddings_for_a_string_and_a_list(api, reference_model):
+    one = requests.post(f'{api}/v1/embeddings', json={'input': 'hello world', 'model': 'x'}, timeout=30).json()
+    assert one['object'] == 'list' and one['model'] == 'sentence-transformers/all-MiniLM-L6-v2'
+    assert one['data'][0]['object'] == 'embedding' and one['data'][0]['index'] == 0
+    assert cosine_rows([one['data'][0]['embedding']], reference_model.encode(['hello world'])).min() >= 0.9999
+    # [CLS] hello world [SEP]: the real tokenizer's count, not an estimate
+    assert one['usage'] == {'prompt_tokens': 4, 'total_tokens': 4}
+
+    texts = ['first text', 'the second, longer text', 'third']
+    many = requests.post(f'{api}/v1/embeddings', json={'input': texts}, timeout=30).json()
+    assert [item['index'] for item in many['data']] == [0, 1, 2]
+    vectors = np.array([item['embedding'] for item in many['data']])
+    assert cosine_rows(vectors, reference_model.encode(texts)).min() >= 0.9999
+
+
+def test_v1_embeddings_base64_is_little_endian_float32(api, reference_model):
+    reply = requests.post(
+        f'{api}/v1/embeddings', json={'input': ['hello world'], 'encoding_format': 'base64'}, timeout=30
+    )
+    vector = np.frombuffer(base64.b64decode(reply.json()['data'][0]['embedding']), dtype='<f4')
+    assert vector.shape == (384,)
+    assert cosine_rows([vector], reference_model.encode(['hello world'])).min() >= 0.9999
+
+
+def test_models_health_ready_and_docs(api):
+    models = requests.get(f'{api}/v1/models', timeout=10).json()
+    assert models['data'][0]['id'] == 'sentence-transformers/all-MiniLM-L6-v2'
+    assert requests.get(f'{api}/health', timeout=10).json() == {'status': 'ok'}
+    ready = requests.get(f'{api}/ready', timeout=10)
+    assert ready.status_code == 200 and ready.json()['ready'] is True
+    paths = requests.get(f'{api}/openapi.json', timeout=10).json()['paths']
+    assert {'/encode', '/v1/embeddings', '/v1/models', '/health', '/ready'} <= set(paths)
+
+
+@pytest.mark.parametrize(
+    ('body', 'param', 'fragment'),
+    [
+        ({'input': 5}, 'input', 'str type expected'),
+        ({'input': [1, 2]}, 'input', 'str type expected'),
+        ({'input': []}, 'input', 'empty list'),
+        ({'input': ['ok', '  ']}, 'input', 'empty texts at index [1]'),
+        ({}, 'input', 'field required'),
+        ({'input': 'x', 'encoding_format': 'int8'}, 'encoding_format', 'permitted'),
+    ],
+)
+def test_v1_bad_input_is_a_400_in_openai_shape_naming_the_field(api, body, param, fragment):
+    reply = requests.post(f'{api}/v1/embeddings', json=body, timeout=30)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()['error']
+    assert error['type'] == 'invalid_request_error' and error['param'] == param and fragment in error['message']
+
+
+def test_malformed_json_and_wrong_content_type_are_4xx(api):
+    broken = requests.post(f'{api}/v1/embeddings', data='{"input": ', headers={'Content-Type': 'application/json'})
+    assert broken.status_code == 400 and 'not valid JSON' in broken.json()['error']['message']
+    for path in ('/v1/embeddings', '/encode'):
+        form = requests.post(f'{api}{path}', data='input=hello', timeout=10)
+        assert 400 <= form.status_code < 500, (path, form.status_code)
+    native = requests.post(f'{api}/encode', data='{"data": [', headers={'Content-Type': 'application/json'})
+    assert native.status_code == 422
+
+
+def test_native_route_refusals_are_422_and_the_next_request_works(api):
+    for body, fragment in [
+        ({'data': [{'text': ''}]}, 'empty text: ids #0'),
+        ({'data': [{'id': 'a'}]}, 'no text: ids a'),
+        ({'data': {'text': 'x', 'embedding': [{}]}}, 'carry an `embedding`'),
+        ({'data': [{'text': 'x', 'url': 'https://example.com/' + 'a' * 70_000}]}, 'at most 65536 characters'),
+    ]:
+        reply = requests.post(f'{api}/encode', json=body, timeout=30)
+        assert reply.status_code == 422 and fragment in reply.json()['detail'], reply.text
+    for body in ({'data': 'not a list'}, {'data': [{'text': ['a list']}]}, {'nothing': 1}):
+        assert requests.post(f'{api}/encode', json=body, timeout=30).status_code == 422
+    assert requests.post(f'{api}/encode', json={'data': [{'text': 'fine'}]}, timeout=30).status_code == 200
+
+
+def test_the_api_key_guards_every_route_but_the_probes(api_with_key):
+    api = api_with_key
+    for path in ('/health', '/ready', '/'):
+        assert requests.get(f'{api}{path}', timeout=10).status_code == 200, path
+    assert requests.get(f'{api}/v1/models', timeout=10).status_code == 401
+    assert requests.post(f'{api}/encode', json={'data': [{'text': 'x'}]}, timeout=10).status_code == 401
+    wrong = requests.post(
+        f'{api}/v1/embeddings', json={'input': 'x'}, headers={'Authorization': 'Bearer nope'}, timeout=10
+    )
+    assert wrong.status_code == 401 and wrong.json()['error']['type'] == 'authentication_error'
+    assert API_KEY not in wrong.text
+    right = requests.post(
+        f'{api}/v1/embeddings', json={'input': 'x'}, headers={'Authorization': f'Bearer {API_KEY}'}, timeout=30
+    )
+    assert right.status_code == 200
+
+
+def test_configured_limits_answer_413_and_400_naming_the_limit(api_with_key):
+    headers = {'Authorization': f'Bearer {API_KEY}'}
+    too_big = requests.post(f'{api_with_key}/v1/embeddings', json={'input': 'x' * 3000}, headers=headers, timeout=10)
+    assert too_big.status_code == 413 and 'MAX_BODY_BYTES' in too_big.json()['error']['message']
+    too_many = requests.post(f'{api_with_key}/v1/embeddings', json={'input': ['a'] * 5}, headers=headers, timeout=10)
+    assert too_many.status_code == 400 and 'limit of 4' in too_many.json()['error']['message']
+    native = requests.post(f'{api_with_key}/encode', json={'data': [{'text': 'a'}] * 5}, headers=headers, timeout=10)
+    assert native.status_code == 422 and 'limit of 4' in native.json()['detail']
+    fits = requests.post(f'{api_with_key}/encode', json={'data': [{'text': 'a'}] * 4}, headers=headers, timeout=30)
+    assert fits.status_code == 200 and len(fits.json()['data']) == 4
