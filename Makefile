@@ -9,7 +9,7 @@ COMPOSE := docker compose -f compose.yml
 COMPOSE_GPU := docker compose -f compose.yml -f compose.gpu.yml
 PYTEST_ARGS ?=
 
-.PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke bench test lint
+.PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke bench soak test lint
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,9 @@ smoke: ## Send one curl request to the running stack and check the embedding
 
 bench: install ## Time the running stack (gRPC, HTTP) against in-process encoding: the tutorial's 10,000 docs
 	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/bench.py
+
+soak: install ## Load the running stack: 64 mixed gRPC/HTTP clients for 5 minutes (CLIENTS=, DURATION=)
+	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/soak.py --clients $(or $(CLIENTS),64) --duration $(or $(DURATION),300)
 
 ##@ Development
 export: install ## Regenerate compose.yml and compose.gpu.yml from flow.yml with jina's exporter

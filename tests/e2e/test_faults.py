@@ -27,21 +27,14 @@ def test_refused_input_is_a_422_naming_the_doc_and_the_next_request_works(stack:
     assert post_encode(stack, HELLO).status_code == 200
 
 
-def test_a_crashed_encoder_answers_503_then_comes_back_by_itself(stack: Stack):
-    """SIGKILL of the encoder's main process from the host, as the OOM killer would (`docker kill` would count as a
-    manual stop, to which restart policies do not apply)."""
-    assert post_encode(stack, HELLO).status_code == 200
-    pid = stack.container_state('encoder')['Pid']
-    os.kill(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-
+def watch_recovery(stack: Stack, started: float, deadline_s: float = 180) -> tuple[float, list[int]]:
+    """Poll POST /encode until a 200; return the time to recovery and every status seen (-1: connection refused)."""
     statuses: list[int] = []
-    deadline = killed_at + 180
-    while time.monotonic() < deadline:
+    while time.monotonic() < started + deadline_s:
         try:
             reply = post_encode(stack, HELLO, timeout=15)
         except requests.ConnectionError:
-            statuses.append(-1)  # the gateway itself must not go away
+            statuses.append(-1)
         else:
             statuses.append(reply.status_code)
             if reply.status_code == 503:
@@ -51,11 +44,39 @@ def test_a_crashed_encoder_answers_503_then_comes_back_by_itself(stack: Stack):
                 assert len(reply.json()['data'][0]['embedding']) == 384
                 break
         time.sleep(0.5)
-    recovery = time.monotonic() - killed_at
+    return time.monotonic() - started, statuses
+
+
+def sigkill_main_process(stack: Stack, service: str) -> float:
+    """SIGKILL of a service's main process from the host, as the OOM killer would (`docker kill` would count as a
+    manual stop, to which restart policies do not apply)."""
+    assert post_encode(stack, HELLO).status_code == 200
+    os.kill(stack.container_state(service)['Pid'], signal.SIGKILL)
+    return time.monotonic()
+
+
+def test_a_crashed_encoder_answers_503_then_comes_back_by_itself(stack: Stack):
+    recovery, statuses = watch_recovery(stack, sigkill_main_process(stack, 'encoder'))
     print(f'encoder recovered {recovery:.1f} s after SIGKILL; statuses seen: {sorted(set(statuses))}')
     assert statuses[-1] == 200, f'no recovery within 180 s: {statuses[-10:]}'
     assert set(statuses) <= {200, 503}, f'only 503 while down, then 200: {statuses}'
     assert stack.container_state('encoder')['Status'] == 'running'
+
+
+def test_a_crashed_gateway_comes_back_by_itself(stack: Stack):
+    recovery, statuses = watch_recovery(stack, sigkill_main_process(stack, 'gateway'))
+    print(f'gateway recovered {recovery:.1f} s after SIGKILL; statuses seen: {sorted(set(statuses))}')
+    assert statuses[-1] == 200, f'no recovery within 180 s: {statuses[-10:]}'
+    # While the gateway is down nothing listens: connections are refused at once (no hang, no 500).
+    assert set(statuses) <= {200, 503, -1}, statuses
+
+
+def test_compose_restart_of_the_encoder_is_served_again(stack: Stack):
+    started = time.monotonic()
+    stack.compose('restart', 'encoder')
+    recovery, statuses = watch_recovery(stack, started)
+    print(f'encoder back {recovery:.1f} s after `docker compose restart encoder`; statuses {sorted(set(statuses))}')
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
 
 
 def test_make_down_leaves_no_containers_or_networks(images_built, filled_model_cache):
