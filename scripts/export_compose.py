@@ -115,9 +115,18 @@ def encoder_service(exported: dict) -> dict:
             'start_period': '${ENCODER_START_PERIOD:-180s}',  # model load, longer on a cold disk
         },
         'restart': '${RESTART_POLICY:-unless-stopped}',
+        # Room for in-flight requests to finish on `docker compose stop` before SIGKILL (compose's default is 10 s).
+        'stop_grace_period': '${STOP_GRACE_PERIOD:-30s}',
+        'deploy': resource_limits('ENCODER', memory='4g'),
         'networks': exported['networks'],
     }
     return with_metrics_port(service, exported['command'], 'ENCODER_METRICS_PORT')
+
+
+def resource_limits(prefix: str, memory: str) -> dict:
+    """Memory and CPU caps, overridable (<PREFIX>_MEMORY_LIMIT, <PREFIX>_CPUS; CPUS 0 means no cap)."""
+    limits = {'memory': f'${{{prefix}_MEMORY_LIMIT:-{memory}}}', 'cpus': f'${{{prefix}_CPUS:-0}}'}
+    return {'resources': {'limits': limits}}
 
 
 def with_metrics_port(service: dict, command: list[str], variable: str) -> dict:
@@ -161,6 +170,8 @@ def gateway_service(exported: dict, encoder_name: str, model: str) -> dict:
             'start_period': '60s',
         },
         'restart': '${RESTART_POLICY:-unless-stopped}',
+        'stop_grace_period': '${STOP_GRACE_PERIOD:-30s}',
+        'deploy': resource_limits('GATEWAY', memory='1g'),
         'networks': exported['networks'],
     }
     return with_metrics_port(service, command, 'GATEWAY_METRICS_PORT')

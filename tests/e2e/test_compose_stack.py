@@ -94,7 +94,7 @@ def test_gpu_overlay_reserves_nvidia_devices_for_the_encoder_only(tmp_path):
     encoder, gateway = config['services']['encoder'], config['services']['gateway']
     devices = encoder['deploy']['resources']['reservations']['devices']
     assert devices == [{'driver': 'nvidia', 'count': -1, 'capabilities': ['gpu']}]  # count 'all'
-    assert 'deploy' not in gateway
+    assert 'reservations' not in gateway.get('deploy', {}).get('resources', {})
     assert encoder['image'] == 'sentence-encoder:gpu'
     assert '"device": "cuda"' in ' '.join(encoder['command'])
     # everything else about the encoder comes from compose.yml unchanged
@@ -110,3 +110,17 @@ def test_gpu_count_is_configurable(tmp_path):
     )
     config = json.loads(overlay.compose('config', '--format', 'json').stdout)
     assert config['services']['encoder']['deploy']['resources']['reservations']['devices'][0]['count'] == 2
+
+
+def test_services_run_with_memory_limits_and_a_stop_grace_period(stack: Stack, tmp_path):
+    for service, limit in (('encoder', 4 * 1024**3), ('gateway', 1024**3)):
+        container = stack.compose('ps', '-q', service).stdout.split()[0]
+        inspected = json.loads(subprocess.run(['docker', 'inspect', container], capture_output=True, check=True).stdout)
+        assert inspected[0]['HostConfig']['Memory'] == limit, service
+        assert inspected[0]['Config'].get('StopTimeout') == 30, service
+    overridden = Stack(
+        project='sentence-encoder-config',
+        env_overrides=stack_env(tmp_path, ENCODER_MEMORY_LIMIT='2g', ENCODER_CPUS='1.5'),
+    )
+    limits = json.loads(overridden.compose('config', '--format', 'json').stdout)['services']['encoder']['deploy']
+    assert limits['resources']['limits'] == {'memory': str(2 * 1024**3), 'cpus': 1.5}
