@@ -59,8 +59,8 @@ ps: ## Show the stack's containers and their health
 smoke: ## Send one curl request to the running stack and check the embedding
 	scripts/smoke.sh
 
-bench: install ## Time the running stack (gRPC, HTTP) against in-process encoding: the tutorial's 10,000 docs
-	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/bench.py
+bench: install ## Benchmark the running stack against in-process encoding; writes docs/benchmarks.md
+	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/bench.py --markdown docs/benchmarks.md
 
 soak: install ## Load the running stack: 64 mixed gRPC/HTTP clients for 5 minutes (CLIENTS=, DURATION=)
 	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/soak.py --clients $(or $(CLIENTS),64) --duration $(or $(DURATION),300)
