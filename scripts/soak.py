@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-WARM_UP_S = 10.0
+# Memory is read once the allocators have seen the full load: after this share of the run (at least 10 s).
+WARM_UP_SHARE = 0.3
 CLIENT_TIMEOUT_S = 120.0
 MIN_COSINE = 0.9999
 
@@ -142,7 +143,7 @@ async def soak(args) -> dict:
         for i in range(args.clients)
     ]
     tasks = [asyncio.create_task(client) for client in clients]
-    await asyncio.sleep(min(WARM_UP_S, args.duration / 4))
+    await asyncio.sleep(max(10.0, WARM_UP_SHARE * args.duration))
     memory_after_warm_up = await asyncio.to_thread(container_memory, args.project)
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - started
