@@ -236,11 +236,9 @@ class EmbeddingHTTPGateway(HTTPGateway):
         return openai_error(500, 'the encoder sent no response')
 
     async def _encoders_serving(self):
-        addresses = (
-            json.loads(self.runtime_args.deployments_addresses or '{}')
-            if isinstance(self.runtime_args.deployments_addresses, str)
-            else (self.runtime_args.deployments_addresses or {})
-        )
+        addresses = self.runtime_args.deployments_addresses or {}
+        if isinstance(addresses, str):  # the exported command passes it as JSON
+            addresses = json.loads(addresses)
         flat = [address for replicas in addresses.values() for address in replicas]
         serving = []
         for address in flat:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,12 +22,6 @@ def docker_available() -> bool:
     return (
         shutil.which('docker') is not None and subprocess.run(['docker', 'info'], capture_output=True).returncode == 0
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import requests
 from docarray import DocList
 from docarray.documents import TextDoc
-from helpers import cosine_rows
+from helpers import cosine_rows, free_port
 from jina import Client, Flow
 from jina.excepts import RuntimeFailToStart
 
 from executor import SentenceEncoder
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

@@ -7,9 +7,8 @@ import base64
 import numpy as np
 import pytest
 import requests
-from helpers import REPO, cosine_rows
+from helpers import REPO, cosine_rows, free_port
 from jina import Flow
-from test_flow import free_port
 
 from executor import SentenceEncoder
 
