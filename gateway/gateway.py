@@ -14,6 +14,7 @@ The gateway never runs the model: it reaches the encoder only through Jina's req
 same Hugging Face cache the encoder uses.
 """
 
+import asyncio
 import base64
 import hmac
 import json
@@ -42,6 +43,9 @@ MODEL_NAME = os.environ.get('ENCODER_MODEL', 'sentence-transformers/all-MiniLM-L
 MAX_INPUTS_PER_REQUEST = int(os.environ.get('MAX_INPUTS_PER_REQUEST', '2048'))
 MAX_BODY_BYTES = int(os.environ.get('MAX_BODY_BYTES', str(8 * 1024 * 1024)))
 MAX_TOKENS_PER_INPUT = int(os.environ.get('MAX_TOKENS_PER_INPUT', '256'))  # all-MiniLM-L6-v2's max_seq_length
+# How long shutdown waits for requests in flight to finish. Keep it under compose's stop_grace_period (30 s), after
+# which Docker SIGKILLs the container.
+DRAIN_TIMEOUT_S = float(os.environ.get('DRAIN_TIMEOUT_S', '20'))
 ENCODE_ENDPOINT = '/encode'
 OPEN_PATHS = {'/', '/health', '/ready'}  # probes stay open when API_KEY is set
 
@@ -145,6 +149,9 @@ class BodyTooLarge(Exception):
 
 class EmbeddingHTTPGateway(HTTPGateway):
     """Jina's HTTP gateway plus the OpenAI-compatible, health and readiness routes, limits and the API key."""
+
+    in_flight = 0  # HTTP requests being answered, counted by the guard for the drain at shutdown
+    draining = False
 
     @property
     def app(self) -> FastAPI:
@@ -252,7 +259,16 @@ class EmbeddingHTTPGateway(HTTPGateway):
                 pass
         return serving, {address: address in serving for address in flat}
 
-    # -- guards: API key, body size, OpenAI-shaped validation errors
+    async def drain(self, timeout: float) -> None:
+        """Refuse new requests (503) and wait, up to `timeout` seconds, for those in flight to be answered."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.in_flight:
+            self.logger.warning(f'shutting down with {self.in_flight} HTTP requests unanswered after {timeout} s')
+
+    # -- guards: draining, API key, body size, OpenAI-shaped validation errors
 
     def _add_guards(self, app: FastAPI) -> None:
         api_key = os.environ.get('API_KEY', '')
@@ -269,6 +285,8 @@ class EmbeddingHTTPGateway(HTTPGateway):
 
         @app.middleware('http')
         async def guard(request: Request, call_next):
+            if self.draining and request.url.path != '/health':
+                return openai_error(503, 'the gateway is shutting down: retry shortly', headers={'Retry-After': '5'})
             if api_key and request.url.path not in OPEN_PATHS:
                 supplied = request.headers.get('authorization', '')
                 if not hmac.compare_digest(supplied.encode(), f'Bearer {api_key}'.encode()):
@@ -282,7 +300,11 @@ class EmbeddingHTTPGateway(HTTPGateway):
                 problem = await check_native_body(request)
                 if problem:
                     return JSONResponse(status_code=422, content={'detail': problem})
-            return await call_next(request)
+            self.in_flight += 1
+            try:
+                return await call_next(request)
+            finally:
+                self.in_flight -= 1
 
 
 async def check_native_body(request: Request) -> str | None:
@@ -332,3 +354,20 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
                 server_class = _get_gateway_class(protocol, works_as_load_balancer=self.works_as_load_balancer)
             self.servers.append(server_class(**server_kwargs))
         self.gateways = self.servers  # jina's name for them, kept for compatibility
+
+    async def shutdown(self):
+        """Drain, then close.
+
+        Jina's composite shutdown closes at once the streamer its servers share (from the gRPC server's shutdown), so
+        under `docker compose stop` every HTTP request in flight failed with a 500. Here each server first stops
+        taking requests and lets those in flight finish, for up to DRAIN_TIMEOUT_S; then Jina's shutdown runs.
+        """
+        await asyncio.gather(*(drain(server, DRAIN_TIMEOUT_S) for server in self.servers))
+        await super().shutdown()
+
+
+async def drain(server, timeout: float) -> None:
+    if isinstance(server, EmbeddingHTTPGateway):
+        await server.drain(timeout)
+    elif isinstance(getattr(server, 'server', None), grpc.aio.Server):
+        await server.server.stop(grace=timeout)  # refuses new RPCs, waits for those in flight up to `timeout`

@@ -157,6 +157,8 @@ def gateway_service(exported: dict, encoder_name: str, model: str) -> dict:
             'API_KEY=${API_KEY:-}',
             'MAX_BODY_BYTES=${MAX_BODY_BYTES:-8388608}',
             'MAX_INPUTS_PER_REQUEST=${MAX_INPUTS_PER_REQUEST:-2048}',
+            # On SIGTERM, requests in flight get this long to finish (under stop_grace_period, then SIGKILL).
+            'DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-20}',
         ],
         # Read-only: the gateway only reads the tokenizer from the cache the encoder's weights come from.
         'volumes': ['${MODEL_CACHE_DIR:-~/.cache/huggingface}:/home/gateway/.cache/huggingface:ro'],

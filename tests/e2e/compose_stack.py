@@ -10,9 +10,12 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,3 +93,18 @@ def stack_env(model_cache_dir: Path, **extra: str) -> dict[str, str]:
         'MODEL_CACHE_DIR': str(model_cache_dir),
         **extra,
     }
+
+
+@contextmanager
+def own_stack(name: str, model_cache_dir: Path, **extra: str) -> Iterator[Stack]:
+    """A stack of the test's own, up and healthy (for tests that stop or break it), removed at the end."""
+    stack = Stack(
+        project=f'sentence-encoder-test-{name}-{os.getpid()}', env_overrides=stack_env(model_cache_dir, **extra)
+    )
+    try:
+        result = stack.up()
+        if result.returncode != 0:
+            pytest.fail(f'stack did not become healthy:\n{result.stderr}\n{stack.logs()[-5000:]}')
+        yield stack
+    finally:
+        stack.down()
