@@ -5,8 +5,12 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 VENV_PYTHON := $(VENV)/bin/python
-COMPOSE := docker compose -f compose.yml
-COMPOSE_GPU := docker compose -f compose.yml -f compose.gpu.yml
+# REPLICAS=N runs N encoder replicas: flow.yml exported with N into .build/replicas-N/ (docs/scaling.md). For up-gpu,
+# GPU_COUNT=N (a number) means one replica per GPU, so REPLICAS defaults to it there.
+REPLICAS ?= $(if $(filter up-gpu,$(MAKECMDGOALS)),$(filter-out all,$(GPU_COUNT)))
+export COMPOSE_DIR := $(if $(filter-out 1,$(REPLICAS)),.build/replicas-$(REPLICAS),.)
+COMPOSE := docker compose -f $(COMPOSE_DIR)/compose.yml
+COMPOSE_GPU := $(COMPOSE) -f $(COMPOSE_DIR)/compose.gpu.yml
 PYTEST_ARGS ?=
 
 .PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke bench soak test lint
@@ -39,13 +43,16 @@ build-gpu: engine install ## Build the GPU encoder (CUDA torch) and the gateway 
 	scripts/build-images.sh gpu gateway
 
 ##@ Stack
-up: build model ## Start the CPU stack, wait until healthy, print a curl line to try
+up: build model $(COMPOSE_DIR)/compose.yml ## Start the CPU stack (REPLICAS=N), wait until healthy, print a curl line
 	scripts/up.sh cpu
 
-up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-container-toolkit)
+up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-container-toolkit; GPU_COUNT=N)
 	@scripts/check-gpu-runtime.sh
-	$(MAKE) build-gpu model
+	$(MAKE) build-gpu model $(COMPOSE_DIR)/compose.yml
 	scripts/up.sh gpu
+
+.build/replicas-%/compose.yml: flow.yml scripts/export_compose.py | install
+	$(VENV_PYTHON) scripts/export_compose.py --replicas $* --output-dir $(@D)
 
 down: ## Stop and remove the stack
 	$(COMPOSE_GPU) down --remove-orphans

@@ -7,6 +7,10 @@ environment or `.env`. The GPU overlay is the delta of a second export of the sa
 
     python scripts/export_compose.py            # write compose.yml and compose.gpu.yml
     python scripts/export_compose.py --check    # exit 1 when the committed files differ from a fresh export
+    python scripts/export_compose.py --replicas 2 --output-dir .build/replicas-2   # what `make up REPLICAS=2` runs
+
+With N encoder replicas the exporter writes one service per replica (encoder-rep-0 ...) and gives the gateway all their
+addresses; it balances across them and routes around one that is down. In the GPU overlay, replica i holds GPU i.
 """
 
 from __future__ import annotations
@@ -88,8 +92,8 @@ def image_variable(image: str) -> str:
     return f'${{{variable}:-{image}}}'
 
 
-def encoder_service(exported: dict) -> dict:
-    """The encoder as the exporter wrote it, plus what production needs."""
+def encoder_service(exported: dict, replica: int) -> dict:
+    """The encoder (one replica of it) as the exporter wrote it, plus what production needs."""
     port = exported['command'][exported['command'].index('--port') + 1]
     environment = [line for line in exported.get('environment', []) if not line.startswith('HF_HUB_OFFLINE=')]
     service = {
@@ -120,7 +124,9 @@ def encoder_service(exported: dict) -> dict:
         'deploy': resource_limits('ENCODER', memory='4g'),
         'networks': exported['networks'],
     }
-    return with_metrics_port(service, exported['command'], 'ENCODER_METRICS_PORT')
+    # Every replica serves metrics on the same port inside its container; on the host each needs its own.
+    variable = 'ENCODER_METRICS_PORT' if replica == 0 else f'ENCODER_METRICS_PORT_{replica}'
+    return with_metrics_port(service, exported['command'], variable, host_offset=replica)
 
 
 def resource_limits(prefix: str, memory: str) -> dict:
@@ -129,19 +135,19 @@ def resource_limits(prefix: str, memory: str) -> dict:
     return {'resources': {'limits': limits}}
 
 
-def with_metrics_port(service: dict, command: list[str], variable: str) -> dict:
+def with_metrics_port(service: dict, command: list[str], variable: str, host_offset: int = 0) -> dict:
     """Publish jina's Prometheus port on the host's loopback (the exporter publishes it on every interface)."""
     if '--monitoring' in command:
         metrics_port = command[command.index('--port-monitoring') + 1]
-        service['ports'] = [*service.get('ports', []), published(metrics_port, variable)]
+        service['ports'] = [*service.get('ports', []), published(metrics_port, variable, host_offset)]
     return service
 
 
-def published(port: str | int, variable: str) -> str:
-    return f'${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}:-{port}}}:{port}'
+def published(port: str | int, variable: str, host_offset: int = 0) -> str:
+    return f'${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}:-{int(port) + host_offset}}}:{port}'
 
 
-def gateway_service(exported: dict, encoder_name: str, model: str) -> dict:
+def gateway_service(exported: dict, encoder_names: list[str], model: str) -> dict:
     """The gateway as the exporter wrote it, published on 127.0.0.1 and started once the encoder is healthy."""
     command = exported['command']
     at = command.index('--port') + 1
@@ -163,7 +169,7 @@ def gateway_service(exported: dict, encoder_name: str, model: str) -> dict:
         # Read-only: the gateway only reads the tokenizer from the cache the encoder's weights come from.
         'volumes': ['${MODEL_CACHE_DIR:-~/.cache/huggingface}:/home/gateway/.cache/huggingface:ro'],
         'ports': [published(grpc_port, 'GRPC_PORT'), published(http_port, 'HTTP_PORT')],
-        'depends_on': {encoder_name: {'condition': 'service_healthy'}},
+        'depends_on': {name: {'condition': 'service_healthy'} for name in encoder_names},
         'healthcheck': {
             'test': ['CMD', 'python3', '/app/healthcheck.py', http_port],
             'interval': '5s',
@@ -179,24 +185,45 @@ def gateway_service(exported: dict, encoder_name: str, model: str) -> dict:
     return with_metrics_port(service, command, 'GATEWAY_METRICS_PORT')
 
 
+def with_replicas(flow: dict, replicas: int | None) -> dict:
+    if replicas is None:
+        return flow
+    if replicas < 1:
+        sys.exit(f'--replicas must be at least 1, not {replicas}')
+    flow = copy.deepcopy(flow)
+    flow['executors'][0]['replicas'] = replicas
+    return flow
+
+
+def gpu_reservation(device: dict, replica: int, replicas: int) -> dict:
+    """One replica holds GPU_COUNT GPUs (all by default); with N replicas, replica i holds GPU i only."""
+    device = copy.deepcopy(device)
+    if replicas == 1:
+        device['count'] = '${GPU_COUNT:-all}'
+    else:
+        device.pop('count', None)  # compose refuses count beside device_ids
+        device['device_ids'] = [str(replica)]
+    return device
+
+
 def build_compose_files(flow: dict) -> tuple[dict, dict]:
     cpu, gpu = jina_export(flow), jina_export(gpu_flow(flow))
     encoder_names = [name for name in cpu['services'] if name != 'gateway']
-    services = {name: encoder_service(cpu['services'][name]) for name in encoder_names}
+    services = {name: encoder_service(cpu['services'][name], i) for i, name in enumerate(encoder_names)}
     model = flow['executors'][0].get('uses_with', {}).get('model', 'sentence-transformers/all-MiniLM-L6-v2')
-    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names[0], model)
+    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names, model)
     compose = {'name': 'sentence-encoder', 'services': services, 'networks': cpu['networks']}
 
     overlay_services = {}
-    for name in encoder_names:
+    for i, name in enumerate(encoder_names):
         exported = gpu['services'][name]
-        devices = copy.deepcopy(exported['deploy']['resources']['reservations']['devices'])
-        for device in devices:
-            device['count'] = '${GPU_COUNT:-all}'
+        devices = exported['deploy']['resources']['reservations']['devices']
         overlay_services[name] = {
             'image': image_variable(exported['image']),
             'command': interpolated_uses_with(exported['command']),
-            'deploy': {'resources': {'reservations': {'devices': devices}}},
+            'deploy': {
+                'resources': {'reservations': {'devices': [gpu_reservation(d, i, len(encoder_names)) for d in devices]}}
+            },
         }
     return compose, {'services': overlay_services}
 
@@ -208,11 +235,14 @@ def render(document: dict, title: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--check', action='store_true', help='compare with the committed files instead of writing')
+    parser.add_argument('--replicas', type=int, help="encoder replicas (default: flow.yml's)")
+    parser.add_argument('--output-dir', type=Path, default=REPO, help='where to write (default: the repository)')
     args = parser.parse_args()
-    compose, overlay = build_compose_files(yaml.safe_load(FLOW.read_text()))
+    compose, overlay = build_compose_files(with_replicas(yaml.safe_load(FLOW.read_text()), args.replicas))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     outputs = {
-        REPO / 'compose.yml': render(compose, 'The CPU stack: make up, or docker compose up -d --wait'),
-        REPO / 'compose.gpu.yml': render(
+        args.output_dir / 'compose.yml': render(compose, 'The CPU stack: make up, or docker compose up -d --wait'),
+        args.output_dir / 'compose.gpu.yml': render(
             overlay, 'GPU overlay: make up-gpu, or docker compose -f compose.yml -f compose.gpu.yml up -d --wait'
         ),
     }

@@ -2,24 +2,27 @@
 # Start the stack and return once every service is healthy: scripts/up.sh cpu|gpu
 # Fails fast, with the reason, when the encoder cannot start (a missing model, a GPU that is not there): compose's own
 # `up --wait` would sit through the restart loop, since a container that keeps restarting is never "unhealthy" for long.
-# Honours compose's environment (COMPOSE_PROJECT_NAME, ports, images: see the README's configuration table).
+# Honours compose's environment (COMPOSE_PROJECT_NAME, ports, images: see the README's configuration table) and
+# COMPOSE_DIR, where the compose files are (. by default; .build/replicas-N for `make up REPLICAS=N`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variant=${1:-cpu}
 timeout=${WAIT_TIMEOUT:-300}
-files=(-f compose.yml)
+dir=${COMPOSE_DIR:-.}
+files=(-f "$dir/compose.yml")
 if [ "$variant" = gpu ]; then
   scripts/check-gpu-runtime.sh
-  files+=(-f compose.gpu.yml)
+  files+=(-f "$dir/compose.gpu.yml")
 fi
 compose() { docker compose "${files[@]}" "$@"; }
 
 explain_failure() {
   echo "The stack did not become healthy: $1" >&2
   # The executor prints one line saying what is wrong and what to do; show it first, then the context.
-  compose logs --no-color encoder 2>/dev/null | grep -m1 'cannot start:' | sed 's/^[^|]*| *//' >&2 || true
+  mapfile -t encoders < <(compose config --services | grep '^encoder')
+  compose logs --no-color "${encoders[@]}" 2>/dev/null | grep -m1 'cannot start:' | sed 's/^[^|]*| *//' >&2 || true
   echo "Last encoder log lines (make logs for all):" >&2
-  compose logs --no-color --tail 8 encoder >&2 || true
+  compose logs --no-color --tail 8 "${encoders[@]}" >&2 || true
   exit 1
 }
 
