@@ -13,10 +13,10 @@ COMPOSE := docker compose -f $(COMPOSE_DIR)/compose.yml
 COMPOSE_GPU := $(COMPOSE) -f $(COMPOSE_DIR)/compose.gpu.yml
 PYTEST_ARGS ?=
 
-.PHONY: help install model engine build build-gpu up up-gpu down logs ps export smoke bench soak test lint
+.PHONY: help install model engine build build-gpu up up-gpu down logs ps export k8s smoke bench soak test lint
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ##@ Environment
 install: $(VENV)/.installed ## Create .venv with the pinned environment (CPU torch) for tests, scripts and export
@@ -75,6 +75,9 @@ soak: install ## Load the running stack: 64 mixed gRPC/HTTP clients for 5 minute
 ##@ Development
 export: install ## Regenerate compose.yml and compose.gpu.yml from flow.yml with jina's exporter
 	$(VENV_PYTHON) scripts/export_compose.py
+
+k8s: install ## Export flow.yml to Kubernetes manifests in k8s/ (kubectl apply -k k8s/, or k8s/gpu/)
+	$(VENV_PYTHON) scripts/export_k8s.py
 
 test: engine install ## Run all tests: unit, local Flow, and the real compose stack (builds the images)
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)

@@ -42,21 +42,27 @@ OVERRIDABLE_USES_WITH = {
 }
 
 
+def run_jina_export(kind: str, flow: dict, out_path: Path, *options: str) -> None:
+    """Run `jina export <kind>` (docker-compose or kubernetes) on a flow definition, writing to out_path."""
+    flow_path = out_path.parent / 'flow.yml'
+    flow_path.write_text(yaml.safe_dump(flow, sort_keys=False))
+    # Without JINA_GATEWAY_IMAGE the exporter asks Jina Hub (unreachable offline) which image to use.
+    env = {**os.environ, 'JINA_GATEWAY_IMAGE': GATEWAY_IMAGE, 'JINA_HIDE_SURVEY': '1'}
+    subprocess.run(
+        [sys.executable, '-m', 'jina', 'export', kind, str(flow_path), str(out_path), *options],
+        check=True,
+        env=env,
+        cwd=out_path.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def jina_export(flow: dict) -> dict:
     """Run `jina export docker-compose` on a flow definition and return the compose document it writes."""
     with tempfile.TemporaryDirectory() as tmp:
-        flow_path, out_path = Path(tmp) / 'flow.yml', Path(tmp) / 'compose.yml'
-        flow_path.write_text(yaml.safe_dump(flow, sort_keys=False))
-        # Without JINA_GATEWAY_IMAGE the exporter asks Jina Hub (unreachable offline) which image to use.
-        env = {**os.environ, 'JINA_GATEWAY_IMAGE': GATEWAY_IMAGE, 'JINA_HIDE_SURVEY': '1'}
-        subprocess.run(
-            [sys.executable, '-m', 'jina', 'export', 'docker-compose', str(flow_path), str(out_path)],
-            check=True,
-            env=env,
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        out_path = Path(tmp) / 'compose.yml'
+        run_jina_export('docker-compose', flow, out_path)
         return yaml.safe_load(out_path.read_text())
 
 

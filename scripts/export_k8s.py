@@ -1,0 +1,187 @@
+"""Export flow.yml with jina's own Kubernetes exporter into k8s/ (make k8s), plus what the exporter leaves out.
+
+jina's `export kubernetes` gives a StatefulSet + Service for the encoder and a Deployment + Services for the gateway.
+This script then fixes and completes them for production:
+
+- probes that cost milliseconds (the images' healthcheck.py, HTTP /ready and /health) instead of `jina ping`;
+- the model cache as a PersistentVolumeClaim per encoder replica (the Kubernetes counterpart of the `~/.cache`
+  bind mount: weights download once per claim; the exporter writes the compose-style volume string as a mountPath);
+- resource requests and limits, a non-root securityContext, a termination grace period above the gateway's drain;
+- `updateStrategy` instead of the Deployment-only `strategy` the exporter puts on StatefulSets (the API rejects it);
+- no ServiceMonitor: it needs the Prometheus operator's CRD, without which `kubectl apply` fails (docs/scaling.md);
+- a Namespace, a kustomization (`kubectl apply -k k8s/`) and a GPU overlay (`kubectl apply -k k8s/gpu/`), which
+  puts the encoder on CUDA in the GPU image with one `nvidia.com/gpu` per replica.
+
+    python scripts/export_k8s.py            # write k8s/
+    python scripts/export_k8s.py --check    # exit 1 when the committed k8s/ differs from a fresh export
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from export_compose import FLOW, REPO, gpu_flow, run_jina_export
+
+NAMESPACE = 'sentence-encoder'
+OUTPUT = REPO / 'k8s'
+HEADER = '# generated from flow.yml by scripts/export_k8s.py (make k8s) - do not edit\n'
+DRAIN_GRACE_SECONDS = 30  # above the gateway's DRAIN_TIMEOUT_S (20 s), as compose's stop_grace_period
+
+POD_SECURITY = {
+    'runAsNonRoot': True,
+    'runAsUser': 1000,  # the images' user (encoder / gateway, uid 1000)
+    'runAsGroup': 1000,
+    'fsGroup': 1000,  # the model cache claim becomes writable by that user
+    'seccompProfile': {'type': 'RuntimeDefault'},
+}
+CONTAINER_SECURITY = {'allowPrivilegeEscalation': False, 'capabilities': {'drop': ['ALL']}}
+
+
+def jina_k8s_export(flow: dict) -> dict[str, list[dict]]:
+    """The exporter's documents, per deployment (encoder, gateway)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / 'k8s'
+        run_jina_export('kubernetes', flow, out, '--k8s-namespace', NAMESPACE)
+        return {
+            path.parent.name: [d for d in yaml.safe_load_all(path.read_text()) if d] for path in out.glob('*/*.yml')
+        }
+
+
+def encoder_statefulset(statefulset: dict) -> dict:
+    spec = statefulset['spec']
+    spec.pop('strategy', None)
+    spec['updateStrategy'] = {'type': 'RollingUpdate'}
+    pod = spec['template']['spec']
+    pod['securityContext'] = POD_SECURITY
+    pod['terminationGracePeriodSeconds'] = DRAIN_GRACE_SECONDS
+    container = pod['containers'][0]
+    port = str(container['ports'][0]['containerPort'])
+    probe = {'exec': {'command': ['python3', '/app/healthcheck.py', port]}, 'timeoutSeconds': 5}
+    container['startupProbe'] = {**probe, 'periodSeconds': 5, 'failureThreshold': 60}  # download + load: 5 min
+    container['readinessProbe'] = {**probe, 'periodSeconds': 5, 'failureThreshold': 2}
+    container['livenessProbe'] = {**probe, 'periodSeconds': 10, 'failureThreshold': 3}
+    container['resources'] = {'requests': {'cpu': '1', 'memory': '1Gi'}, 'limits': {'memory': '4Gi'}}
+    container['securityContext'] = CONTAINER_SECURITY
+    container['volumeMounts'] = [{'name': 'model-cache', 'mountPath': '/home/encoder/.cache/huggingface'}]
+    spec['volumeClaimTemplates'] = [
+        {
+            'metadata': {'name': 'model-cache'},
+            # One claim per replica, in the cluster's default storage class: ReadWriteOnce works everywhere.
+            'spec': {'accessModes': ['ReadWriteOnce'], 'resources': {'requests': {'storage': '1Gi'}}},
+        }
+    ]
+    return statefulset
+
+
+def gateway_deployment(deployment: dict) -> dict:
+    pod = deployment['spec']['template']['spec']
+    pod['securityContext'] = POD_SECURITY
+    pod['terminationGracePeriodSeconds'] = DRAIN_GRACE_SECONDS
+    container = pod['containers'][0]
+    args = container['args']
+    ports = args[args.index('--port') + 1 : args.index('--port') + 3]
+    protocols = args[args.index('--protocol') + 1 : args.index('--protocol') + 3]
+    http_port = int(ports[protocols.index('HTTP')])
+    container['startupProbe'] = {'httpGet': {'path': '/health', 'port': http_port}, 'periodSeconds': 2}
+    # Ready once an encoder replica answers: a gateway without one is taken out of the Service.
+    container['readinessProbe'] = {'httpGet': {'path': '/ready', 'port': http_port}, 'periodSeconds': 5}
+    container['livenessProbe'] = {'httpGet': {'path': '/health', 'port': http_port}, 'periodSeconds': 10}
+    container['resources'] = {'requests': {'cpu': '250m', 'memory': '256Mi'}, 'limits': {'memory': '1Gi'}}
+    container['securityContext'] = CONTAINER_SECURITY
+    return deployment
+
+
+def configmap(document: dict, deployment: str) -> dict:
+    if deployment == 'encoder':
+        # The claim starts empty and clusters usually reach the hub: the first start of a replica downloads the
+        # model into its claim, later starts find it there (set '1' for air-gapped clusters with a pre-filled claim).
+        document['data']['HF_HUB_OFFLINE'] = '0'
+    else:
+        document['data']['DRAIN_TIMEOUT_S'] = '20'
+    return document
+
+
+def completed(documents: list[dict], deployment: str) -> list[dict]:
+    out = []
+    for document in documents:
+        kind = document['kind']
+        if kind == 'ServiceMonitor':
+            continue
+        if kind == 'StatefulSet':
+            document = encoder_statefulset(document)
+        elif kind == 'Deployment':
+            document = gateway_deployment(document)
+        elif kind == 'ConfigMap':
+            document = configmap(document, deployment)
+        out.append(document)
+    return out
+
+
+def gpu_patch(gpu_documents: list[dict]) -> dict:
+    """A strategic-merge patch of the encoder StatefulSet: the GPU export's image and args, one GPU per replica."""
+    statefulset = next(d for d in gpu_documents if d['kind'] == 'StatefulSet')
+    container = statefulset['spec']['template']['spec']['containers'][0]
+    return {
+        'apiVersion': 'apps/v1',
+        'kind': 'StatefulSet',
+        'metadata': {'name': statefulset['metadata']['name'], 'namespace': NAMESPACE},
+        'spec': {
+            'template': {
+                'spec': {
+                    'containers': [
+                        {
+                            'name': container['name'],
+                            'image': container['image'],
+                            'args': container['args'],
+                            # The exporter emits a GPU limit only for integer `gpus`; one per replica is the rule here.
+                            'resources': {'limits': {'nvidia.com/gpu': 1}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+
+
+def render(documents: list[dict]) -> str:
+    return HEADER + '---\n'.join(yaml.safe_dump(d, sort_keys=False, width=1000) for d in documents)
+
+
+def build_outputs(flow: dict) -> dict[Path, str]:
+    cpu, gpu = jina_k8s_export(flow), jina_k8s_export(gpu_flow(flow))
+    namespace = {'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': NAMESPACE}}
+    outputs = {OUTPUT / 'namespace.yml': render([namespace])}
+    for deployment in sorted(cpu):
+        outputs[OUTPUT / deployment / f'{deployment}.yml'] = render(completed(cpu[deployment], deployment))
+    kustomize = {'apiVersion': 'kustomize.config.k8s.io/v1beta1', 'kind': 'Kustomization'}
+    resources = [str(path.relative_to(OUTPUT)) for path in outputs]
+    outputs[OUTPUT / 'kustomization.yaml'] = render([{**kustomize, 'resources': resources}])
+    outputs[OUTPUT / 'gpu' / 'encoder-gpu.yml'] = render([gpu_patch(gpu['encoder'])])
+    overlay = {**kustomize, 'resources': ['..'], 'patches': [{'path': 'encoder-gpu.yml'}]}
+    outputs[OUTPUT / 'gpu' / 'kustomization.yaml'] = render([overlay])
+    return outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--check', action='store_true', help='compare with the committed k8s/ instead of writing')
+    args = parser.parse_args()
+    outputs = build_outputs(yaml.safe_load(FLOW.read_text()))
+    stale = [str(p.relative_to(REPO)) for p, text in outputs.items() if not p.exists() or p.read_text() != text]
+    if args.check:
+        if stale:
+            sys.exit(f'{", ".join(stale)} differ from a fresh export of flow.yml: run `make k8s` and commit them')
+        print('k8s/ is in sync with flow.yml')
+        return
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f'wrote {len(outputs)} files under k8s/' + (f' (changed: {", ".join(stale)})' if stale else ''))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,96 @@
+"""`make k8s` output: in sync with flow.yml, valid against the Kubernetes schemas (strict, offline), and complete
+(probes, model cache claim, limits, non-root, one GPU per replica in the GPU overlay). No cluster runs here: the
+manifests are validated, not applied."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+from helpers import REPO
+
+K8S = REPO / 'k8s'
+KUBERNETES_VERSION = '1.37.0'
+
+
+def documents(path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def base_documents() -> list[dict]:
+    kustomization = documents(K8S / 'kustomization.yaml')[0]
+    return [doc for resource in kustomization['resources'] for doc in documents(K8S / resource)]
+
+
+def kind(name: str) -> dict:
+    return next(doc for doc in base_documents() if doc['kind'] == name)
+
+
+def test_k8s_is_in_sync_with_flow_yml():
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'scripts' / 'export_k8s.py'), '--check'], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize('document', base_documents(), ids=lambda d: f'{d["kind"]}/{d["metadata"]["name"]}')
+def test_every_manifest_validates_strictly(document):
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_no_resource_needs_a_crd():
+    assert {doc['apiVersion'] for doc in base_documents()} <= {'v1', 'apps/v1'}
+
+
+def test_pods_run_as_non_root_with_probes_and_limits():
+    for workload in (kind('StatefulSet'), kind('Deployment')):
+        pod = workload['spec']['template']['spec']
+        assert pod['securityContext']['runAsNonRoot'] is True and pod['securityContext']['runAsUser'] == 1000
+        assert pod['terminationGracePeriodSeconds'] > 20, 'above the gateway drain (DRAIN_TIMEOUT_S=20)'
+        (container,) = pod['containers']
+        assert container['securityContext']['allowPrivilegeEscalation'] is False
+        assert {'startupProbe', 'readinessProbe', 'livenessProbe'} <= container.keys()
+        assert 'jina' not in str(container['livenessProbe']), 'jina ping costs seconds of CPU per probe'
+        assert container['resources']['requests'] and container['resources']['limits']['memory']
+
+
+def test_the_model_cache_is_a_claim_mounted_where_the_encoder_reads_it():
+    statefulset = kind('StatefulSet')
+    (claim,) = statefulset['spec']['volumeClaimTemplates']
+    (mount,) = statefulset['spec']['template']['spec']['containers'][0]['volumeMounts']
+    assert mount == {'name': claim['metadata']['name'], 'mountPath': '/home/encoder/.cache/huggingface'}
+
+
+def merged(base: dict, patch: dict) -> dict:
+    """The part of kustomize's strategic merge the GPU patch uses: containers by name, maps merged, lists replaced."""
+
+    def merge(into, change):
+        for key, value in change.items():
+            if key == 'containers':
+                for container in value:
+                    target = next(c for c in into[key] if c['name'] == container['name'])
+                    merge(target, container)
+            elif isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    result = copy.deepcopy(base)
+    merge(result, patch)
+    return result
+
+
+def test_the_gpu_overlay_gives_each_encoder_replica_one_gpu_and_cuda():
+    overlay = documents(K8S / 'gpu' / 'kustomization.yaml')[0]
+    assert overlay['resources'] == ['..']
+    (patch,) = [doc for entry in overlay['patches'] for doc in documents(K8S / 'gpu' / entry['path'])]
+    statefulset = merged(kind('StatefulSet'), patch)
+    kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
+    (container,) = statefulset['spec']['template']['spec']['containers']
+    assert container['resources']['limits']['nvidia.com/gpu'] == 1
+    assert container['resources']['limits']['memory'] == '4Gi', 'the patch adds to the base limits'
+    assert container['image'].endswith(':gpu') and '"device": "cuda"' in ' '.join(container['args'])
