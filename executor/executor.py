@@ -9,18 +9,23 @@ by compose, so weights download once), and bad input is rejected with the offend
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from docarray import DocList
 from docarray.documents import TextDoc
-from jina import Executor, requests
+from jina import Executor, dynamic_batching, requests
+from pydantic import validator
 from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 # How many offending ids an error message lists before it says "and N more".
 MAX_IDS_IN_ERROR = 10
+# Dynamic batching (Jina's): docs of concurrent requests are encoded together, up to PREFERRED_BATCH_SIZE docs, after
+# waiting at most BATCH_WAIT_MS for more to arrive. Overridable per deployment: `uses_dynamic_batching` in flow.yml.
+PREFERRED_BATCH_SIZE = 32
+BATCH_WAIT_MS = 10
 
 
 class StartupError(RuntimeError):
@@ -126,6 +131,27 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransform
     return encoder.eval()
 
 
+class EncodeDoc(TextDoc):
+    """The request schema of /encode: a TextDoc whose text must be a non-empty string.
+
+    Jina checks it as it reads each request, before dynamic batching joins requests together: a bad request is
+    refused alone (with Jina's batching, an error raised inside `encode` would fail every request in the batch).
+    """
+
+    text: Optional[str] = None  # restated: Jina rebuilds the schema from this class's own annotations
+
+    @validator('text', always=True)
+    def text_is_not_blank(cls, text, values):  # noqa: N805 - pydantic's signature
+        name = values.get('id')
+        if text is None or not str(text).strip():
+            problem = 'no text' if text is None else 'empty text'
+            raise ValueError(
+                f'{problem}: ids {name if name is not None else "(none)"}. Each doc needs a non-empty string in '
+                '`text`; nothing in this request was encoded.'
+            )
+        return text
+
+
 def find_bad_docs(docs: DocList[TextDoc]) -> str | None:
     """Describe the docs that cannot be encoded (no text, empty text, non-string text), or None when all are fine."""
     problems: dict[str, list[str]] = {}
@@ -208,11 +234,14 @@ class SentenceEncoder(Executor):
     def dimensions(self) -> int:
         return self.model.get_embedding_dimension()
 
+    @dynamic_batching(preferred_batch_size=PREFERRED_BATCH_SIZE, timeout=BATCH_WAIT_MS)
     @requests(on='/encode')
-    def encode(self, docs: DocList[TextDoc], parameters: dict | None = None, **kwargs: Any) -> DocList[TextDoc]:
+    def encode(self, docs: DocList[EncodeDoc], parameters: dict | None = None, **kwargs: Any) -> DocList[TextDoc]:
         """Fill each doc's embedding; the docs go back as they came: same ids, same order, none dropped.
 
-        `parameters` may override `batch_size` and `normalize` for one request.
+        Served, `docs` is a dynamic batch (docs of one or more requests, in order); called in-process, the docs given.
+        `parameters` may override `batch_size` and `normalize` for one request (requests are batched only with
+        others of the same parameters).
         """
         if len(docs) > self.max_docs_per_request:
             raise BadRequestError(

@@ -311,7 +311,9 @@ async def check_native_body(request: Request) -> str | None:
     """Refuse, up front, what Jina's /encode route would otherwise accept and fail on deeper in (as a 500):
 
     - more than MAX_INPUTS_PER_REQUEST docs (the route splits any number into requests of 100 and encodes them all);
-    - docs that carry an `embedding`: it is the output, and arbitrary JSON there breaks docarray's deserialisation.
+    - docs that carry an `embedding`: it is the output, and arbitrary JSON there breaks docarray's deserialisation;
+    - docs without a non-empty string `text`, named by id (or #position): the encoder would refuse them too, but
+      only per request of 100 after the route's split, and with pydantic's wording.
     Starlette caches the body, so the route still reads it afterwards.
     """
     try:
@@ -327,7 +329,28 @@ async def check_native_body(request: Request) -> str | None:
     carrying = [i for i, doc in enumerate(docs) if isinstance(doc, dict) and doc.get('embedding') is not None]
     if carrying:
         return f'docs at index {carrying[:10]} carry an `embedding`: leave it out, the encoder fills it'
-    return None
+    return describe_bad_texts(docs)
+
+
+def describe_bad_texts(docs: list) -> str | None:
+    problems: dict[str, list[str]] = {}
+    for position, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            continue  # not an object: FastAPI's validation names it
+        text = doc.get('text')
+        if text is None:
+            problem = 'no text'
+        elif not isinstance(text, str):
+            problem = f'text is not a string ({type(text).__name__})'
+        elif not text.strip():
+            problem = 'empty text'
+        else:
+            continue
+        problems.setdefault(problem, []).append(str(doc['id']) if doc.get('id') is not None else f'#{position}')
+    if not problems:
+        return None
+    details = '; '.join(f'{problem}: ids {", ".join(names[:10])}' for problem, names in problems.items())
+    return f'{details}. Each doc needs a non-empty string in `text`; nothing in this request was encoded.'
 
 
 def encode_vector(vector, encoding_format: str):

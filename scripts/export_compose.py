@@ -76,20 +76,39 @@ def gpu_flow(flow: dict) -> dict:
     return flow
 
 
-def interpolated_uses_with(command: list[str]) -> list[str]:
-    """Make the JSON after --uses-with read overridable values from the environment, flow.yml's as defaults."""
-    command = list(command)
-    at = command.index('--uses-with') + 1
-    uses_with = json.loads(command[at])
+# The same for Jina's dynamic batching of /encode (--uses-dynamic-batching).
+OVERRIDABLE_BATCHING = {'preferred_batch_size': 'ENCODER_PREFERRED_BATCH_SIZE', 'timeout': 'ENCODER_BATCH_WAIT_MS'}
+
+
+def interpolated_json(values: dict, overridable: dict[str, str]) -> str:
+    """JSON whose overridable values read the environment (compose interpolation), with these values as defaults."""
     fields = []
-    for key, value in uses_with.items():
+    for key, value in values.items():
         literal = json.dumps(value)
-        if key in OVERRIDABLE_USES_WITH:
+        if key in overridable:
             default = value if isinstance(value, str) else literal
-            variable = f'${{{OVERRIDABLE_USES_WITH[key]}:-{default}}}'
+            variable = f'${{{overridable[key]}:-{default}}}'
             literal = f'"{variable}"' if isinstance(value, str) else variable
         fields.append(f'"{key}": {literal}')
-    command[at] = '{' + ', '.join(fields) + '}'
+    return '{' + ', '.join(fields) + '}'
+
+
+def interpolated_uses_with(command: list[str]) -> list[str]:
+    """Make the JSON after --uses-with (and --uses-dynamic-batching) read overridable values from the environment."""
+    command = list(command)
+    at = command.index('--uses-with') + 1
+    command[at] = interpolated_json(json.loads(command[at]), OVERRIDABLE_USES_WITH)
+    if '--uses-dynamic-batching' in command:
+        at = command.index('--uses-dynamic-batching') + 1
+        endpoints = json.loads(command[at])
+        command[at] = (
+            '{'
+            + ', '.join(
+                f'{json.dumps(endpoint)}: {interpolated_json(config, OVERRIDABLE_BATCHING)}'
+                for endpoint, config in endpoints.items()
+            )
+            + '}'
+        )
     return command
 
 

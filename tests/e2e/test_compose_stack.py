@@ -38,7 +38,7 @@ def test_grpc_client_1000_docs_all_back_in_order(stack: Stack, reference_model):
     texts = [f'document number {i} about embeddings' for i in range(1_000)]
     sent = DocList[TextDoc]([TextDoc(text=text) for text in texts])
     client = Client(host='127.0.0.1', port=stack.grpc_port, protocol='grpc')
-    docs = client.post(on='/encode', inputs=sent, request_size=32, return_type=DocList[TextDoc])
+    docs = client.post(on='/encode', inputs=sent, request_size=32, return_type=DocList[TextDoc], results_in_order=True)
     assert list(docs.id) == list(sent.id)
     assert list(docs.text) == texts
     embeddings = np.stack(docs.embedding)

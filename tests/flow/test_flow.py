@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import requests
@@ -18,7 +20,7 @@ from executor import SentenceEncoder
 def flow_ports():
     grpc_port, http_port = free_port(), free_port()
     flow = Flow(protocol=['grpc', 'http'], port=[grpc_port, http_port], host='127.0.0.1').add(
-        uses=SentenceEncoder, uses_with={'device': 'cpu', 'max_docs_per_request': 2_000}
+        uses=SentenceEncoder, uses_with={'device': 'cpu'}
     )
     with flow:
         yield grpc_port, http_port
@@ -29,7 +31,8 @@ def test_grpc_client_gets_1000_docs_back_in_order(flow_ports, reference_model):
     texts = [f'this is sentence number {i}' for i in range(1_000)]
     sent = DocList[TextDoc]([TextDoc(text=text) for text in texts])
     client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
-    docs = client.post(on='/encode', inputs=sent, request_size=32, return_type=DocList[TextDoc])
+    # Dynamic batching finishes requests out of order: results_in_order puts them back as sent.
+    docs = client.post(on='/encode', inputs=sent, request_size=32, return_type=DocList[TextDoc], results_in_order=True)
     assert list(docs.id) == list(sent.id)
     embeddings = np.stack(docs.embedding)
     assert embeddings.shape == (1_000, 384)
@@ -59,12 +62,38 @@ def test_a_rejected_request_names_the_doc_and_the_next_request_works(flow_ports)
     )
     assert 'empty text: ids blank' in response.text
     client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
-    with pytest.raises(Exception, match='over the limit of 2000'):
-        client.post(on='/encode', inputs=DocList[TextDoc]([TextDoc(text='x')] * 2_001), request_size=2_001)
     docs = client.post(
         on='/encode', inputs=DocList[TextDoc]([TextDoc(text='still serving')]), return_type=DocList[TextDoc]
     )
     assert docs[0].embedding.shape == (384,)
+
+
+def test_a_rejected_request_does_not_harm_the_requests_batched_with_it(flow_ports, reference_model):
+    """Jina's dynamic batching joins concurrent requests; the bad one is refused before it joins a batch."""
+    _, http_port = flow_ports
+
+    def post(body: dict) -> requests.Response:
+        return requests.post(f'http://127.0.0.1:{http_port}/encode', json=body, timeout=60)
+
+    good = [{'data': [{'id': f'good-{i}', 'text': f'concurrent text {i}'}]} for i in range(24)]
+    bad = {'data': [{'id': 'fine', 'text': 'fine'}, {'id': 'blank', 'text': '   '}]}
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        replies = list(pool.map(post, [*good[:12], bad, *good[12:]]))
+    refused = replies.pop(12)
+    assert refused.status_code == 422 and 'empty text: ids blank' in refused.text
+    assert [reply.status_code for reply in replies] == [200] * 24
+    texts = [reply.json()['data'][0]['text'] for reply in replies]
+    assert texts == [body['data'][0]['text'] for body in good]
+    embeddings = np.array([reply.json()['data'][0]['embedding'] for reply in replies])
+    assert cosine_rows(embeddings, reference_model.encode(texts)).min() >= 0.9999
+
+
+def test_a_request_bigger_than_the_batch_is_encoded_whole(flow_ports):
+    grpc_port, _ = flow_ports
+    sent = DocList[TextDoc]([TextDoc(text=f'doc {i}') for i in range(2_001)])
+    client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
+    docs = client.post(on='/encode', inputs=sent, request_size=2_001, return_type=DocList[TextDoc])
+    assert list(docs.id) == list(sent.id) and all(doc.embedding.shape == (384,) for doc in docs)
 
 
 def test_a_missing_gpu_fails_the_flow_start():
