@@ -66,8 +66,8 @@ ps: ## Show the stack's containers and their health
 smoke: ## Send one curl request to the running stack and check the embedding
 	scripts/smoke.sh
 
-bench: install ## Benchmark the running stack against in-process encoding; writes docs/benchmarks.md
-	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/bench.py --markdown docs/benchmarks.md
+bench: install ## Benchmark the running stack against in-process encoding and infinity-emb; writes docs/benchmarks.*
+	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/bench.py --infinity --markdown docs/benchmarks.md --chart docs/benchmarks.png
 
 soak: install ## Load the running stack: 64 mixed gRPC/HTTP clients for 5 minutes (CLIENTS=, DURATION=)
 	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/soak.py --clients $(or $(CLIENTS),64) --duration $(or $(DURATION),300)

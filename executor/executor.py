@@ -138,7 +138,8 @@ class EncodeDoc(TextDoc):
     refused alone (with Jina's batching, an error raised inside `encode` would fail every request in the batch).
     """
 
-    text: Optional[str] = None  # restated: Jina rebuilds the schema from this class's own annotations
+    # Restated (Jina rebuilds the schema from this class's own fields), as typing.Optional like docarray's own.
+    text: Optional[str] = None  # noqa: UP045
 
     @validator('text', always=True)
     def text_is_not_blank(cls, text, values):  # noqa: N805 - pydantic's signature
