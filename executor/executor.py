@@ -6,6 +6,7 @@ by compose, so weights download once), and bad input is rejected with the offend
 """
 
 # No `from __future__ import annotations` here: Jina reads the schema from the real annotations of `encode`.
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, dynamic_batching, requests
+from jina.serve.runtimes.worker.batch_queue import BatchQueue
 from pydantic import validator
 from sentence_transformers import SentenceTransformer
 
@@ -126,9 +128,28 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransform
             f'({str(error).splitlines()[0]}). On the host, delete its models--* folder in the cache and run '
             '`make model` again.'
         ) from error
-    if dtype != torch.float32:
+    # transformers may keep the dtype the weights were stored in (float16 files load as float16): cast only then, as
+    # a cast in a process forked after torch's thread pool started can hang.
+    if next(encoder.parameters()).dtype != dtype:
         encoder = encoder.to(dtype)
     return encoder.eval()
+
+
+def _answer_empty_requests_at_once(push):
+    """Jina 3.33's BatchQueue never answers a request with no docs (no batch ever holds it): the request, and its
+    client, wait forever (schemathesis found it with `{"data": []}`). Answer it at once, unchanged."""
+
+    async def push_or_answer(self, request, http=False):
+        if len(request.docs) == 0:
+            answered = asyncio.Queue()
+            answered.put_nowait(None)  # what the queue's consumer reads for "done, no error"
+            return answered
+        return await push(self, request, http=http)
+
+    return push_or_answer
+
+
+BatchQueue.push = _answer_empty_requests_at_once(BatchQueue.push)
 
 
 class EncodeDoc(TextDoc):

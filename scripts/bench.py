@@ -189,6 +189,7 @@ def main() -> None:
         'tutorial, request_size 32': [SENTENCE] * args.docs,
         'varied 5-200 words, request_size 32': varied_texts(args.varied_docs),
     }
+    workloads = {name: texts for name, texts in workloads.items() if texts}  # --varied-docs 0 skips that one
     one_doc = 'one-doc requests, 32 in flight'
     singles = in_batches([SENTENCE] * args.single_docs, 1)
     for warm_up in (stack_http, in_process):  # connections, first-request costs

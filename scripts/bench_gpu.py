@@ -96,18 +96,23 @@ def main() -> None:
     except ImportError:
         has_jina = False
     configs = [('cpu', 'float32', 32), ('cuda', 'float32', 32), ('cuda', 'float16', 32), ('cuda', 'float16', 256)]
+    runnable = [c for c in configs if c[0] == 'cpu' or torch.cuda.is_available()]
+    # Flows first: jina forks the executor's process, and a fork after torch's CPU thread pool started can hang.
+    flows = {c: through_flow(model, c[0], c[1], texts, c[2]) if has_jina else None for c in runnable}
     rows = []
     for device, dtype, batch in configs:
         name = f'device={device}, dtype={dtype}, batch {batch}'
-        if device == 'cuda' and not torch.cuda.is_available():
+        if (device, dtype, batch) not in flows:
             rows.append({'config': name, 'skipped': 'no CUDA device'})
             continue
         encoder = SentenceTransformer(model, device=device)
-        if dtype == 'float16':
-            encoder = encoder.half()
-        row = {'config': name, 'in_process': in_process(encoder, texts, batch, torch)}
+        encoder = encoder.half() if dtype == 'float16' else encoder.float()  # whatever the stored weights are
+        row = {
+            'config': name,
+            'in_process': in_process(encoder, texts, batch, torch),
+            'flow': flows[(device, dtype, batch)],
+        }
         del encoder
-        row['flow'] = through_flow(model, device, dtype, texts, batch) if has_jina else None
         rows.append(row)
         print(json.dumps(row), flush=True)
 

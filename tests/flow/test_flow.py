@@ -103,3 +103,10 @@ def test_a_missing_gpu_fails_the_flow_start():
     with pytest.raises(RuntimeFailToStart):
         with flow:
             pass
+
+
+def test_an_empty_request_is_answered_at_once(flow_ports):
+    """Jina's batch queue alone would never answer it (see executor.py)."""
+    _, http_port = flow_ports
+    reply = requests.post(f'http://127.0.0.1:{http_port}/encode', json={'data': []}, timeout=20)
+    assert reply.status_code == 200 and reply.json()['data'] == []
