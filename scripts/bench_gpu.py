@@ -16,25 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from bench import SENTENCE, machine
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'executor'))  # the SentenceEncoder the stack serves
-SENTENCE = 'On CPU or GPU, Jina serves the same executor.'
 
 
-def machine(torch) -> str:
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            cpu = next(line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+def machine_with_gpu(torch) -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
-    return f'{cpu}, {os.cpu_count()} cores; {gpu}; torch {torch.__version__}'
+    return f'{machine()}; {gpu}; torch {torch.__version__}'
 
 
 def model_path(explicit: str | None) -> str:
@@ -116,7 +110,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    where = machine(torch)
+    where = machine_with_gpu(torch)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / 'gpu-benchmark.json').write_text(json.dumps({'machine': where, 'rows': rows}, indent=2))
     lines = ['| configuration | in-process docs/s | Flow (gRPC, request_size = batch) docs/s | Flow / in-process |',

@@ -271,15 +271,25 @@ def main() -> None:
             overlay, 'GPU overlay: make up-gpu, or docker compose -f compose.yml -f compose.gpu.yml up -d --wait'
         ),
     }
-    stale = [path.name for path, text in outputs.items() if not path.exists() or path.read_text() != text]
-    if args.check:
+    write_or_check(outputs, args.check, 'make export')
+
+
+def write_or_check(outputs: dict[Path, str], check: bool, command: str) -> None:
+    """Write the generated files, or with check exit 1 when the committed ones differ from them."""
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+    stale = [shown(path) for path, text in outputs.items() if not path.exists() or path.read_text() != text]
+    if check:
         if stale:
-            sys.exit(f'{", ".join(stale)} differ from a fresh export of flow.yml: run `make export` and commit them')
-        print('compose files are in sync with flow.yml')
+            sys.exit(f'{", ".join(stale)} differ from a fresh export of flow.yml: run `{command}` and commit them')
+        print(f'{", ".join(shown(path) for path in outputs)}: in sync with flow.yml')
         return
     for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    print(f'wrote {", ".join(path.name for path in outputs)}' + (f' (changed: {", ".join(stale)})' if stale else ''))
+    print(f'wrote {", ".join(shown(path) for path in outputs)}' + (f' (changed: {", ".join(stale)})' if stale else ''))
 
 
 if __name__ == '__main__':

@@ -19,12 +19,11 @@ This script then fixes and completes them for production:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
-from export_compose import FLOW, REPO, gpu_flow, run_jina_export
+from export_compose import FLOW, REPO, gpu_flow, run_jina_export, write_or_check
 
 NAMESPACE = 'sentence-encoder'
 OUTPUT = REPO / 'k8s'
@@ -171,16 +170,7 @@ def main() -> None:
     parser.add_argument('--check', action='store_true', help='compare with the committed k8s/ instead of writing')
     args = parser.parse_args()
     outputs = build_outputs(yaml.safe_load(FLOW.read_text()))
-    stale = [str(p.relative_to(REPO)) for p, text in outputs.items() if not p.exists() or p.read_text() != text]
-    if args.check:
-        if stale:
-            sys.exit(f'{", ".join(stale)} differ from a fresh export of flow.yml: run `make k8s` and commit them')
-        print('k8s/ is in sync with flow.yml')
-        return
-    for path, text in outputs.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    print(f'wrote {len(outputs)} files under k8s/' + (f' (changed: {", ".join(stale)})' if stale else ''))
+    write_or_check(outputs, args.check, 'make k8s')
 
 
 if __name__ == '__main__':

@@ -96,10 +96,14 @@ def stack_env(model_cache_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def own_stack(name: str, model_cache_dir: Path, **extra: str) -> Iterator[Stack]:
+def own_stack(
+    name: str, model_cache_dir: Path, files: tuple[str, ...] = ('compose.yml',), **extra: str
+) -> Iterator[Stack]:
     """A stack of the test's own, up and healthy (for tests that stop or break it), removed at the end."""
     stack = Stack(
-        project=f'sentence-encoder-test-{name}-{os.getpid()}', env_overrides=stack_env(model_cache_dir, **extra)
+        project=f'sentence-encoder-test-{name}-{os.getpid()}',
+        env_overrides=stack_env(model_cache_dir, **extra),
+        files=files,
     )
     try:
         result = stack.up()

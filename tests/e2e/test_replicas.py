@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import requests
-from compose_stack import REPO, Stack, stack_env
+from compose_stack import REPO, Stack, own_stack, stack_env
 from helpers import cosine_rows, free_port
 
 pytestmark = pytest.mark.e2e
@@ -27,20 +27,14 @@ def two_replicas(images_built, filled_model_cache, tmp_path_factory) -> Iterator
     compose_dir = tmp_path_factory.mktemp('replicas-2')
     export = [sys.executable, str(REPO / 'scripts' / 'export_compose.py'), '--replicas', '2']
     subprocess.run([*export, '--output-dir', str(compose_dir)], check=True, capture_output=True)
-    stack = Stack(
-        project=f'sentence-encoder-test-replicas-{os.getpid()}',
-        env_overrides=stack_env(
-            filled_model_cache, COMPOSE_DIR=str(compose_dir), ENCODER_METRICS_PORT_1=str(free_port())
-        ),
+    with own_stack(
+        'replicas',
+        filled_model_cache,
         files=(str(compose_dir / 'compose.yml'),),
-    )
-    try:
-        result = stack.up()
-        if result.returncode != 0:
-            pytest.fail(f'stack did not become healthy:\n{result.stderr}\n{stack.logs()[-5000:]}')
+        COMPOSE_DIR=str(compose_dir),
+        ENCODER_METRICS_PORT_1=str(free_port()),
+    ) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def docs_encoded(stack: Stack, replica: str) -> float:
