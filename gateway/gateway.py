@@ -306,9 +306,21 @@ class EmbeddingHTTPGateway(HTTPGateway):
                     return JSONResponse(status_code=422, content={'detail': problem})
             self.in_flight += 1
             try:
-                return await call_next(request)
+                response = await call_next(request)
+            except Exception:
+                if not self.draining:
+                    raise
+                response = None
             finally:
                 self.in_flight -= 1
+            if self.draining and (response is None or response.status_code == 500):
+                # Still running when the drain's budget ran out: Jina's shutdown closed the connection to the encoder
+                # under it. Say so, instead of a bare 500.
+                return openai_error(
+                    503, f'the gateway shut down before this request was answered (DRAIN_TIMEOUT_S={DRAIN_TIMEOUT_S:g} '
+                    's ran out): retry it', headers={'Retry-After': '5'},
+                )  # fmt: skip
+            return response
 
 
 async def check_native_body(request: Request) -> str | None:

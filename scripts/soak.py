@@ -2,7 +2,11 @@
 
 Every response is checked: as many docs as sent, in the same order, and every embedding equal to the in-process
 model's (the texts come from a fixed pool encoded in-process up front, so each reply is compared in full, cheaply).
-Each container's memory is read after a warm-up and at the end. Traffic goes to 127.0.0.1 only, and stops by itself.
+Memory: each container's anonymous resident memory (RssAnon of its processes: the heap, where a leak shows; not the
+page cache or the mapped model file, which come and go) is sampled every 2 s. After a warm-up the run is cut into
+equal phases of steady load; a leak grows the same amount in every phase, an allocator that is still settling grows
+less and less. `memory_growth` reports, per container, the growth between the last two phases per 1,000 requests.
+Traffic goes to 127.0.0.1 only, and stops by itself.
 
     python scripts/soak.py [--clients 64] [--duration 300] [--project sentence-encoder] [--json out.json]
 """
@@ -15,14 +19,16 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# Memory is read once the allocators have seen the full load: after this share of the run (at least 10 s).
-WARM_UP_SHARE = 0.3
+# Memory is judged after the allocators have seen the full load: the first WARM_UP_SHARE of the run is left out, and
+# the rest is cut into PHASES equal phases.
+WARM_UP_SHARE = 0.4
+PHASES = 3
+SAMPLE_EVERY_S = 2.0
 CLIENT_TIMEOUT_S = 120.0
 MIN_COSINE = 0.9999
 
@@ -48,23 +54,53 @@ def text_pool(size: int = 200, seed: int = 7) -> list[str]:
 
 
 def container_memory(project: str) -> dict[str, float]:
-    """MiB used per container of the compose project, from `docker stats`."""
-    ids = subprocess.run(
-        ['docker', 'ps', '-q', '--filter', f'label=com.docker.compose.project={project}'],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    if not ids:
-        return {}
-    stats = subprocess.run(
-        ['docker', 'stats', '--no-stream', '--format', '{{.Name}} {{.MemUsage}}', *ids],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    """MiB of anonymous resident memory per running container of the compose project (summed over its processes).
+
+    Read from /proc on the host, so the soak must run where the engine runs (it does: traffic is to 127.0.0.1)."""
+    import docker
+
+    client = docker.from_env()
     usage = {}
-    for line in stats.splitlines():
-        name, used = line.split()[0], line.split()[1]
-        number, unit = float(used.rstrip('KMGiB')), used.lstrip('0123456789.')
-        usage[name] = number * {'KiB': 1 / 1024, 'MiB': 1, 'GiB': 1024}.get(unit, 1 / (1024 * 1024))
+    for container in client.containers.list(filters={'label': f'com.docker.compose.project={project}'}):
+        top = container.top(ps_args='-o pid')
+        total_kib = 0
+        for (pid,) in top['Processes']:
+            try:
+                with open(f'/proc/{pid}/status') as status:
+                    total_kib += next(int(line.split()[1]) for line in status if line.startswith('RssAnon:'))
+            except (OSError, StopIteration):
+                continue  # the process ended between `top` and now
+        usage[container.name] = round(total_kib / 1024, 1)
     return usage
+
+
+def memory_growth(samples: list[tuple[float, int, dict[str, float]]], duration: float) -> dict[str, dict]:
+    """Per container: median memory of each steady phase after the warm-up, and the growth between the last two phases
+    per 1,000 requests served in between (a leak of N KB per request reads as about N MiB per 1,000 requests)."""
+    start = WARM_UP_SHARE * duration
+    length = (duration - start) / PHASES
+    phases = [[s for s in samples if start + i * length <= s[0] < start + (i + 1) * length] for i in range(PHASES)]
+    if any(not phase for phase in phases):
+        return {}
+    containers = set.intersection(*(set(sample[2]) for phase in phases for sample in phase))
+    requests_between = statistics.median(s[1] for s in phases[-1]) - statistics.median(s[1] for s in phases[-2])
+    growth = {}
+    for container in sorted(containers):
+        medians = [statistics.median(s[2][container] for s in phase) for phase in phases]
+        last_growth = medians[-1] - medians[-2]
+        growth[container] = {
+            'phase_medians_mib': [round(m, 1) for m in medians],
+            'last_phase_growth_mib': round(last_growth, 1),
+            'mib_per_1k_requests': round(1000 * last_growth / max(requests_between, 1), 2),
+        }
+    return growth
+
+
+async def sample_memory(project: str, started: float, stop_at: float, tally: Tally, samples: list) -> None:
+    while time.monotonic() < stop_at:
+        usage = await asyncio.to_thread(container_memory, project)
+        samples.append((time.monotonic() - started, tally.requests, usage))
+        await asyncio.sleep(SAMPLE_EVERY_S)
 
 
 def check_reply(tally: Tally, sent: list[int], vectors: list, reference: np.ndarray, pool: list[str], texts) -> None:
@@ -142,12 +178,11 @@ async def soak(args) -> dict:
         (http_client if i % 2 == 0 else grpc_client)(args, pool, reference, tally, stop_at, random.Random(i))
         for i in range(args.clients)
     ]
+    samples: list[tuple[float, int, dict[str, float]]] = []
     tasks = [asyncio.create_task(client) for client in clients]
-    await asyncio.sleep(max(10.0, WARM_UP_SHARE * args.duration))
-    memory_after_warm_up = await asyncio.to_thread(container_memory, args.project)
+    tasks.append(asyncio.create_task(sample_memory(args.project, started, stop_at, tally, samples)))
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - started
-    memory_at_end = container_memory(args.project)
     latencies = sorted(tally.latencies) or [0.0]
     return {
         'clients': args.clients,
@@ -159,8 +194,8 @@ async def soak(args) -> dict:
         'first_errors': tally.errors[:5],
         'p50_ms': round(1000 * statistics.median(latencies), 1),
         'p99_ms': round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
-        'memory_mib_after_warm_up': memory_after_warm_up,
-        'memory_mib_at_end': memory_at_end,
+        'memory_growth': memory_growth(samples, args.duration),
+        'memory_samples': [(round(t, 1), n, usage) for t, n, usage in samples],
     }
 
 
