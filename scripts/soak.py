@@ -28,7 +28,12 @@ import numpy as np
 # the rest is cut into PHASES equal phases.
 WARM_UP_SHARE = 0.4
 PHASES = 3
-SAMPLE_EVERY_S = 2.0
+SAMPLE_EVERY_S = 0.5
+# A phase's growth is a leak above this many standard errors of the samples' noise, and above this many MiB.
+NOISE_SIGMAS = 4
+LEAK_FLOOR_MIB = 1.0
+# Docs per request: mostly one (many requests, so that memory kept per request adds up), some full batches.
+REQUEST_SIZES = (1, 1, 1, 1, 1, 1, 1, 32)
 CLIENT_TIMEOUT_S = 120.0
 MIN_COSINE = 0.9999
 
@@ -75,23 +80,35 @@ def container_memory(project: str) -> dict[str, float]:
 
 
 def memory_growth(samples: list[tuple[float, int, dict[str, float]]], duration: float) -> dict[str, dict]:
-    """Per container: median memory of each steady phase after the warm-up, and the growth between the last two phases
-    per 1,000 requests served in between (a leak of N KB per request reads as about N MiB per 1,000 requests)."""
+    """Per container: the median memory of each steady phase after the warm-up, the growth between the last two, and
+    whether that growth is a leak.
+
+    A leak grows memory in every phase by about the same amount; an allocator that is still settling grows it less and
+    less; batches in flight move single samples by tens of MiB either way (the encoder's activations). So the last
+    growth counts as a leak only when it is above the noise of the samples (NOISE_SIGMAS standard errors of a
+    difference of two phase medians, at least LEAK_FLOOR_MIB) and the phase before grew too."""
     start = WARM_UP_SHARE * duration
     length = (duration - start) / PHASES
     phases = [[s for s in samples if start + i * length <= s[0] < start + (i + 1) * length] for i in range(PHASES)]
-    if any(not phase for phase in phases):
+    if any(len(phase) < 3 for phase in phases):
         return {}
     containers = set.intersection(*(set(sample[2]) for phase in phases for sample in phase))
     requests_between = statistics.median(s[1] for s in phases[-1]) - statistics.median(s[1] for s in phases[-2])
     growth = {}
     for container in sorted(containers):
-        medians = [statistics.median(s[2][container] for s in phase) for phase in phases]
-        last_growth = medians[-1] - medians[-2]
+        values = [[sample[2][container] for sample in phase] for phase in phases]
+        medians = [statistics.median(phase) for phase in values]
+        # The spread of samples around their phase's median (MAD, scaled to a standard deviation).
+        spread = 1.4826 * statistics.median(abs(v - m) for phase, m in zip(values, medians, strict=True) for v in phase)
+        per_phase = min(len(phase) for phase in values)
+        bound = max(LEAK_FLOOR_MIB, NOISE_SIGMAS * 1.2533 * spread * (2 / per_phase) ** 0.5)
+        last, before = medians[-1] - medians[-2], medians[-2] - medians[-3]
         growth[container] = {
             'phase_medians_mib': [round(m, 1) for m in medians],
-            'last_phase_growth_mib': round(last_growth, 1),
-            'mib_per_1k_requests': round(1000 * last_growth / max(requests_between, 1), 2),
+            'last_phase_growth_mib': round(last, 2),
+            'leak_bound_mib': round(bound, 2),
+            'mib_per_1k_requests': round(1000 * last / max(requests_between, 1), 2),
+            'leak': last > bound and before > 0,
         }
     return growth
 
@@ -124,7 +141,7 @@ async def http_client(args, pool, reference, tally, stop_at, rng):
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while time.monotonic() < stop_at:
-            sent = rng.sample(range(len(pool)), rng.choice((1, 32)))
+            sent = rng.sample(range(len(pool)), rng.choice(REQUEST_SIZES))
             started = time.monotonic()
             try:
                 async with session.post(url, json={'data': [{'text': pool[i]} for i in sent]}) as reply:
@@ -149,7 +166,7 @@ async def grpc_client(args, pool, reference, tally, stop_at, rng):
 
     client = Client(host='127.0.0.1', port=args.grpc_port, protocol='grpc', asyncio=True)
     while time.monotonic() < stop_at:
-        sent = rng.sample(range(len(pool)), rng.choice((1, 32)))
+        sent = rng.sample(range(len(pool)), rng.choice(REQUEST_SIZES))
         started = time.monotonic()
         try:
             docs = DocList[TextDoc]()
@@ -209,11 +226,10 @@ def main() -> None:
     parser.add_argument('--json', help='also write the summary to this file')
     args = parser.parse_args()
     summary = asyncio.run(soak(args))
-    text = json.dumps(summary, indent=2)
-    print(text)
+    print(json.dumps({key: value for key, value in summary.items() if key != 'memory_samples'}, indent=2))
     if args.json:
         with open(args.json, 'w') as out:
-            out.write(text)
+            json.dump(summary, out)
 
 
 if __name__ == '__main__':
