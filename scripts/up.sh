@@ -28,7 +28,7 @@ explain_failure() {
 
 # `up -d` itself blocks until the gateway's dependency (the encoder) is healthy, so it runs in the background while
 # this loop watches for the failure it would wait out.
-up_started=$(date +%s)
+up_started=$(date +%s%N)
 compose up -d --remove-orphans --quiet-pull 2>&1 | grep -v -E ' (Creat|Start|Wait|Running|Recreat)' &
 up_pid=$!
 trap 'kill $up_pid 2>/dev/null || true' EXIT
@@ -38,12 +38,12 @@ while :; do
   for service in $(compose config --services); do
     container=$(compose ps -a -q "$service" 2>/dev/null)
     [ -n "$container" ] || { unhealthy=1; continue; }
-    read -r status health restarts finished < <(docker inspect -f \
-      '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{.State.FinishedAt}}' \
+    read -r status health restarts started < <(docker inspect -f \
+      '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{.State.StartedAt}}' \
       "$container")
     # A container left exited by an earlier `docker compose stop` keeps that exit until compose starts it again, which
-    # for the gateway is only once the encoder is healthy: an exit from before this `up` is "not started yet".
-    if [ "$status" = exited ] && [ "$(date -d "$finished" +%s)" -lt "$up_started" ]; then
+    # for the gateway is only once the encoder is healthy: one last started before this `up` is "not started yet".
+    if [ "$status" = exited ] && [ "$(date -d "$started" +%s%N)" -lt "$up_started" ]; then
       unhealthy=1; continue
     fi
     # A restart before becoming healthy is a crash loop (a container that restarted long ago and is healthy is not).
