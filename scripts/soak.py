@@ -30,7 +30,7 @@ WARM_UP_SHARE = 0.4
 PHASES = 3
 SAMPLE_EVERY_S = 0.5
 # A phase's growth is a leak above this many standard errors of the samples' noise, and above this many MiB.
-NOISE_SIGMAS = 4
+NOISE_SIGMAS = 6
 LEAK_FLOOR_MIB = 1.0
 # Docs per request: mostly one (many requests, so that memory kept per request adds up), some full batches.
 REQUEST_SIZES = (1, 1, 1, 1, 1, 1, 1, 32)
