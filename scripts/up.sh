@@ -5,6 +5,7 @@
 # Honours compose's environment (COMPOSE_PROJECT_NAME, ports, images: see the README's configuration table) and
 # COMPOSE_DIR, where the compose files are (. by default; .build/replicas-N for `make up REPLICAS=N`).
 set -euo pipefail
+trap 'echo "scripts/up.sh: line $LINENO failed (exit $?)" >&2' ERR  # never fail without a word
 cd "$(dirname "$0")/.."
 variant=${1:-cpu}
 timeout=${WAIT_TIMEOUT:-300}
@@ -32,15 +33,18 @@ up_started=$(date +%s%N)
 compose up -d --remove-orphans --quiet-pull 2>&1 | grep -v -E ' (Creat|Start|Wait|Running|Recreat)' &
 up_pid=$!
 trap 'kill $up_pid 2>/dev/null || true' EXIT
+services=$(compose config --services)
 deadline=$(( $(date +%s) + timeout ))
 while :; do
   unhealthy=0
-  for service in $(compose config --services); do
-    container=$(compose ps -a -q "$service" 2>/dev/null)
+  for service in $services; do
+    # A failed look counts as "not ready yet" and the loop looks again: under `set -e` it would end this script
+    # without a word (a CI run on a busy machine saw up.sh exit 1 with nothing printed and no container created).
+    container=$(compose ps -a -q "$service" 2>/dev/null) || container=""
     [ -n "$container" ] || { unhealthy=1; continue; }
     read -r status health restarts started < <(docker inspect -f \
       '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{.State.StartedAt}}' \
-      "$container")
+      "$container" 2>/dev/null) || { unhealthy=1; continue; }
     # A container left exited by an earlier `docker compose stop` keeps that exit until compose starts it again, which
     # for the gateway is only once the encoder is healthy: one last started before this `up` is "not started yet".
     if [ "$status" = exited ] && [ "$(date -d "$started" +%s%N)" -lt "$up_started" ]; then
