@@ -9,6 +9,7 @@ by compose, so weights download once), and bad input is rejected with the offend
 import asyncio
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +29,15 @@ MAX_IDS_IN_ERROR = 10
 # waiting at most BATCH_WAIT_MS for more to arrive. Overridable per deployment: `uses_dynamic_batching` in flow.yml.
 PREFERRED_BATCH_SIZE = 32
 BATCH_WAIT_MS = 10
+
+
+# Inference engines: sentence-transformers' own backends. OpenVINO runs the same model about 3x faster on x86 CPUs
+# (docs/benchmarks.md) from an IR that `make model` writes into the model's files; torch is what CUDA runs.
+BACKENDS = ('auto', 'torch', 'openvino')
+OPENVINO_IR = 'openvino/openvino_model.xml'
+# Encoded once before the executor reports ready, so that the first user request does not pay for compilation and
+# first-call allocations (TEI and Infinity warm up too). Short and long texts: shapes differ with the length.
+WARM_UP_TEXTS = ['warm up', 'a longer text to warm up the encoder with, so that it sees more than one shape ' * 8]
 
 
 class StartupError(RuntimeError):
@@ -73,6 +83,22 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def resolve_backend(requested: str, device: str) -> str:
+    """`auto` is OpenVINO on the CPU and torch on CUDA; OpenVINO cannot drive an NVIDIA GPU."""
+    requested = (requested or 'auto').strip().lower()
+    if requested not in BACKENDS:
+        raise StartupError(f"backend='{requested}' is not one of {', '.join(BACKENDS)}.")
+    on_cuda = device.startswith('cuda')
+    if requested == 'auto':
+        return 'torch' if on_cuda else 'openvino'
+    if requested == 'openvino' and on_cuda:
+        raise StartupError(
+            f"backend='openvino' runs on the CPU only (OpenVINO has no NVIDIA GPU support), and device resolved to "
+            f"'{device}'. Use backend='torch' (or 'auto') with a CUDA device, or device='cpu' for OpenVINO."
+        )
+    return requested
+
+
 def hf_hub_cache() -> Path:
     """Where huggingface_hub reads models: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
     from huggingface_hub import constants
@@ -108,7 +134,38 @@ def _unreadable_cache_message() -> str | None:
     )
 
 
-def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransformer:
+def openvino_model_dir(model: str, is_local_dir: bool) -> str:
+    """The directory holding the model's files and its OpenVINO IR, or a StartupError naming `make model`.
+
+    The IR is never made here: converting takes a torch trace, slow, and it hung inside a process Jina forked."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if is_local_dir:
+        directory = Path(model).expanduser()
+        found = directory / OPENVINO_IR
+    else:
+        cached = try_to_load_from_cache(model, OPENVINO_IR)
+        if not isinstance(cached, str) and not _offline():
+            from huggingface_hub import hf_hub_download
+
+            try:  # hub repositories that publish an IR (all-MiniLM-L6-v2's does) lay it out the same way
+                for name in (OPENVINO_IR, OPENVINO_IR.replace('.xml', '.bin')):
+                    cached = hf_hub_download(model, name)
+            except Exception:  # noqa: BLE001 - none published, or no network: the message below says what to do
+                cached = None
+        found = Path(cached) if isinstance(cached, str) else None
+        modules = try_to_load_from_cache(model, 'modules.json')
+        directory = Path(modules).parent if isinstance(modules, str) else None
+    if found is None or not found.is_file() or directory is None:
+        where = directory or f'the Hugging Face cache at {hf_hub_cache()}'
+        raise StartupError(
+            f"model '{model}' has no OpenVINO IR ({OPENVINO_IR}) in {where}. Run `make model` on the host: it converts "
+            "the cached weights and writes the IR beside them. Or set backend='torch' (ENCODER_BACKEND=torch)."
+        )
+    return str(directory)
+
+
+def load_model(model: str, device: str, dtype: torch.dtype, backend: str = 'torch') -> SentenceTransformer:
     """Load from a local directory or the HF cache; with HF_HUB_OFFLINE=1 a missing model fails in seconds."""
     is_local_dir = Path(model).expanduser().is_dir()
     if not is_local_dir and (unreadable := _unreadable_cache_message()):
@@ -118,8 +175,14 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransform
 
         if not isinstance(try_to_load_from_cache(model, 'modules.json'), str):
             raise StartupError(_missing_model_message(model, 'not cached, and HF_HUB_OFFLINE=1 forbids downloading'))
+    source = str(Path(model).expanduser()) if is_local_dir else model
+    options: dict[str, Any] = {}
+    if backend == 'openvino':
+        # From the model's own directory, so that nothing asks the hub which files the repository has.
+        source = openvino_model_dir(model, is_local_dir)
+        options = {'backend': 'openvino', 'model_kwargs': {'file_name': OPENVINO_IR}}
     try:
-        encoder = SentenceTransformer(str(Path(model).expanduser()) if is_local_dir else model, device=device)
+        encoder = SentenceTransformer(source, device=device, **options)
     except OSError as error:  # what transformers raises for a missing or unreadable model
         raise StartupError(_missing_model_message(model, str(error).splitlines()[0])) from error
     except Exception as error:  # truncated or corrupt weights: safetensors, json and torch each raise their own
@@ -130,7 +193,7 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> SentenceTransform
         ) from error
     # transformers may keep the dtype the weights were stored in (float16 files load as float16): cast only then, as
     # a cast in a process forked after torch's thread pool started can hang.
-    if next(encoder.parameters()).dtype != dtype:
+    if backend == 'torch' and next(encoder.parameters()).dtype != dtype:
         encoder = encoder.to(dtype)
     return encoder.eval()
 
@@ -198,6 +261,14 @@ def find_bad_docs(docs: DocList[TextDoc]) -> str | None:
     return f'{details}. Each doc needs a non-empty string in `text`; nothing in this request was encoded.'
 
 
+def warm_up(model: SentenceTransformer, batch_size: int) -> None:
+    """Encode WARM_UP_TEXTS once, in a thread of its own: in a process forked after its parent used torch's OpenMP
+    pool (a local Flow in a process that encoded before), OpenMP work on the child's main thread hangs for good,
+    while a new thread gets a pool of its own (Jina runs requests in threads too)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='warm-up') as pool:
+        pool.submit(model.encode, WARM_UP_TEXTS, batch_size=batch_size, show_progress_bar=False).result()
+
+
 class SentenceEncoder(Executor):
     """Encode `TextDoc.text` into `TextDoc.embedding` with a sentence-transformers model."""
 
@@ -209,6 +280,7 @@ class SentenceEncoder(Executor):
         normalize: bool = False,
         dtype: str = 'float32',
         max_docs_per_request: int = 10_000,
+        backend: str = 'auto',
         *args: Any,
         **kwargs: Any,
     ) -> None:
@@ -218,7 +290,8 @@ class SentenceEncoder(Executor):
         try:
             self.device = resolve_device(str(device))
             self.dtype = resolve_dtype(str(dtype), self.device)
-            self.model = load_model(model, self.device, self.dtype)
+            self.backend = resolve_backend(str(backend), self.device)
+            self.model = load_model(model, self.device, self.dtype, self.backend)
         except StartupError as error:
             # One unwrapped line in the container log (jina's logger wraps at 80 columns), above jina's traceback.
             print(f'SentenceEncoder cannot start: {error}', file=sys.stderr, flush=True)
@@ -228,9 +301,10 @@ class SentenceEncoder(Executor):
         self.batch_size = batch_size
         self.normalize = normalize
         self.max_docs_per_request = max_docs_per_request
+        warm_up(self.model, batch_size)
         self.logger.info(
-            f'loaded {model} on {self.device} ({dtype}), {self.dimensions} dims, '
-            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated)'
+            f'loaded {model} with the {self.backend} backend on {self.device} ({dtype}), {self.dimensions} dims, '
+            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated); warmed up'
         )
 
     def _init_encoder_metrics(self) -> None:

@@ -39,6 +39,7 @@ OVERRIDABLE_USES_WITH = {
     'normalize': 'ENCODER_NORMALIZE',
     'dtype': 'ENCODER_DTYPE',
     'max_docs_per_request': 'ENCODER_MAX_DOCS_PER_REQUEST',
+    'backend': 'ENCODER_BACKEND',
 }
 
 
@@ -72,6 +73,7 @@ def gpu_flow(flow: dict) -> dict:
     for executor in flow['executors']:
         executor['uses'] = executor['uses'].replace(':cpu', ':gpu')
         executor.setdefault('uses_with', {})['device'] = 'cuda'
+        executor['uses_with']['backend'] = 'torch'  # OpenVINO has no NVIDIA GPU support
         executor['gpus'] = 'all'
     return flow
 

