@@ -1,5 +1,6 @@
-"""Benchmark the running stack against the ceiling, in-process `model.encode` at batch 32 on the same machine, in the
-same run (ratios only mean something within one run: these machines are noisy). Workloads:
+"""Benchmark the running stack against in-process `model.encode` at batch 32 with both backends (torch, and OpenVINO
+from the IR `make model` wrote) on the same machine, in the same run (ratios only mean something within one run: these
+machines are noisy). The stack rows name the backend the stack runs (ENCODER_BACKEND, openvino by default). Workloads:
 
 - the tutorial's: 10,000 copies of its sentence, request_size 32: over gRPC as the tutorial sends it (one
   `Client.post`, jina streaming the requests), and over HTTP (4 requests in flight);
@@ -12,7 +13,7 @@ HTTP workloads run against infinity-emb serving the same model files on the same
     python scripts/bench.py [--docs 10000] [--varied-docs 2000] [--single-docs 2000] [--infinity]
                             [--markdown docs/benchmarks.md] [--chart docs/benchmarks.png]
 
-Prints a table (docs/s, / in-process ratio, p50 and p99 request latency) and the machine it ran on.
+Prints a table (docs/s, ratios to both in-process rows, p50 and p99 request latency) and the machine it ran on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -140,11 +142,11 @@ def write_chart(rows: list, path: str, where: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    labels = [f'{workload}\n{peer}' for workload, peer, _, _ in rows]
-    values = [result['docs_per_s'] for _, _, result, _ in rows]
+    labels = [f'{workload}\n{peer}' for workload, peer, _ in rows]
+    values = [result['docs_per_s'] for _, _, result in rows]
     colours = [
         'grey' if peer.startswith('in-process') else 'tab:orange' if 'infinity' in peer else 'tab:blue'
-        for _, peer, _, _ in rows
+        for _, peer, _ in rows
     ]
     figure, axes = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
     axes.barh(labels[::-1], values[::-1], color=colours[::-1])
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument('--chart', help='also draw the docs/s of every row into this PNG')
     args = parser.parse_args()
 
+    import torch
     from jina import Client
     from sentence_transformers import SentenceTransformer
 
@@ -181,9 +184,17 @@ def main() -> None:
     client = Client(host='127.0.0.1', port=args.grpc_port, protocol='grpc')
     stack_http = openai_sender(f'http://127.0.0.1:{args.http_port}', '/v1/embeddings', model_name)
     model = SentenceTransformer(model_name, device='cpu')
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'executor'))
+    from executor import load_model  # the encoder's own loading: the IR `make model` wrote, never a conversion
+
+    openvino_model = load_model(model_name, 'cpu', torch.float32, 'openvino')
+    stack_backend = os.environ.get('ENCODER_BACKEND', 'openvino')  # what compose.yml runs unless overridden
 
     def in_process(batch: list[str]) -> int:
         return len(model.encode(batch, batch_size=args.request_size))
+
+    def in_process_openvino(batch: list[str]) -> int:
+        return len(openvino_model.encode(batch, batch_size=args.request_size))
 
     workloads = {
         'tutorial, request_size 32': [SENTENCE] * args.docs,
@@ -192,45 +203,54 @@ def main() -> None:
     workloads = {name: texts for name, texts in workloads.items() if texts}  # --varied-docs 0 skips that one
     one_doc = 'one-doc requests, 32 in flight'
     singles = in_batches([SENTENCE] * args.single_docs, 1)
-    for warm_up in (stack_http, in_process):  # connections, first-request costs
+    for warm_up in (stack_http, in_process, in_process_openvino):  # connections, first-request costs
         warm_up([SENTENCE] * args.request_size)
 
-    rows = []  # (workload, peer, result, the in-process result it is compared with)
+    # (workload, peer, result); every row is compared with both in-process rows of its workload.
+    rows: list[tuple[str, str, dict]] = []
+    torch_ceilings: dict[str, dict] = {}
+    openvino_ceilings: dict[str, dict] = {}
 
-    def record(workload: str, peer: str, result: dict, ceiling: dict | None = None) -> dict:
-        rows.append((workload, peer, result, ceiling or result))
+    def record(workload: str, peer: str, result: dict) -> dict:
+        rows.append((workload, peer, result))
         return result
 
-    def http_rows(peer: str, send: Callable[[list[str]], int], ceilings: dict) -> None:
+    def http_rows(peer: str, send: Callable[[list[str]], int]) -> None:
         for workload, texts in workloads.items():
-            result = timed_batches(in_batches(texts, args.request_size), send, 4, f'{peer}: {workload}')
-            record(workload, peer, result, ceilings[workload])
-        record(one_doc, peer, timed_batches(singles, send, 32, f'{peer}: {one_doc}'), ceilings[one_doc])
+            record(workload, peer, timed_batches(in_batches(texts, args.request_size), send, 4, f'{peer}: {workload}'))
+        record(one_doc, peer, timed_batches(singles, send, 32, f'{peer}: {one_doc}'))
 
-    ceilings = {}
     for workload, texts in workloads.items():
         batches = in_batches(texts, args.request_size)
-        result = timed_batches(batches, in_process, 1, f'in-process: {workload}')
-        ceilings[workload] = record(workload, 'in-process batch 32 (ceiling)', result)
+        result = timed_batches(batches, in_process, 1, f'in-process torch: {workload}')
+        torch_ceilings[workload] = record(workload, 'in-process torch batch 32', result)
+        result = timed_batches(batches, in_process_openvino, 1, f'in-process OpenVINO: {workload}')
+        openvino_ceilings[workload] = record(workload, 'in-process OpenVINO batch 32', result)
         result = streamed_grpc(client, texts, args.request_size, f'stack gRPC: {workload}')
-        record(workload, 'stack gRPC (streamed)', result, ceilings[workload])
-    ceilings[one_doc] = ceilings['tutorial, request_size 32']  # the same sentence, encoded in batches of 32
-    http_rows('stack HTTP /v1/embeddings', stack_http, ceilings)
+        record(workload, f'stack gRPC (streamed, {stack_backend})', result)
+    for ceilings in (torch_ceilings, openvino_ceilings):  # the same sentence, encoded in batches of 32
+        ceilings[one_doc] = ceilings['tutorial, request_size 32']
+    http_rows(f'stack HTTP /v1/embeddings ({stack_backend})', stack_http)
     if args.infinity:
         from infinity_peer import SERVED_NAME, infinity_server
 
         with infinity_server(args.infinity_port, batch_size=args.request_size) as url:
             infinity_http = openai_sender(url, '/embeddings', SERVED_NAME)
             infinity_http([SENTENCE] * args.request_size)
-            http_rows('infinity-emb /embeddings', infinity_http, ceilings)
+            http_rows('infinity-emb /embeddings (torch)', infinity_http)
 
     order = {workload: i for i, workload in enumerate([*workloads, one_doc])}
     rows.sort(key=lambda row: order[row[0]])  # stable: peers keep their order within a workload
-    header = '| workload | peer | docs/s | / in-process | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- |'
+    header = (
+        '| workload | peer (backend) | docs/s | / in-process torch | / in-process OpenVINO | p50 ms | p99 ms |\n'
+        '| --- | --- | --- | --- | --- | --- | --- |'
+    )
     lines = [
-        f'| {workload} | {peer} | {result["docs_per_s"]:.0f} | {result["docs_per_s"] / ceiling["docs_per_s"]:.2f} '
+        f'| {workload} | {peer} | {result["docs_per_s"]:.0f} '
+        f'| {result["docs_per_s"] / torch_ceilings[workload]["docs_per_s"]:.2f} '
+        f'| {result["docs_per_s"] / openvino_ceilings[workload]["docs_per_s"]:.2f} '
         f'| {result["p50_ms"]:.1f} | {result["p99_ms"]:.1f} |'
-        for workload, peer, result, ceiling in rows
+        for workload, peer, result in rows
     ]
     table = '\n'.join([header, *lines])
     where = f'Machine: {machine()}, no GPU used (CPU stack). Client, stack and peers share the machine.'

@@ -26,7 +26,7 @@ try:
     cuda_error = None
 except StartupError as error:
     cuda_error = str(error)
-encoder = SentenceEncoder(device='cpu')
+encoder = SentenceEncoder(device='cpu', backend='torch')
 docs = encoder.encode(DocList[TextDoc]([TextDoc(text='hello world')]))
 print(json.dumps({'cuda_build': torch.version.cuda, 'auto': SentenceEncoder(device='auto').device,
                   'cuda_error': cuda_error, 'embedding': docs[0].embedding.tolist()}))

@@ -16,8 +16,8 @@ from compose_stack import REPO, Stack, stack_env
 pytestmark = pytest.mark.e2e
 
 
-def assert_fails_fast_with(cache: Path, *phrases: str) -> None:
-    broken = Stack(project=f'sentence-encoder-test-cache-{os.getpid()}', env_overrides=stack_env(cache))
+def assert_fails_fast_with(cache: Path, *phrases: str, **env: str) -> None:
+    broken = Stack(project=f'sentence-encoder-test-cache-{os.getpid()}', env_overrides=stack_env(cache, **env))
     try:
         started = time.monotonic()
         result = broken.up(wait_timeout=90)
@@ -53,11 +53,22 @@ def test_an_unreadable_cache_names_the_permission_and_chmod(images_built, filled
     assert_fails_fast_with(cache, 'is not readable by this user (uid 1000)', 'chmod -R a+rX')
 
 
-def test_truncated_weights_name_the_corrupt_model_and_the_fix(images_built, filled_model_cache, tmp_path):
+@pytest.mark.parametrize(
+    ('backend', 'weights_file'), [('openvino', 'openvino_model.bin'), ('torch', 'model.safetensors')]
+)
+def test_truncated_weights_name_the_corrupt_model_and_the_fix(
+    images_built, filled_model_cache, tmp_path, backend, weights_file
+):
     cache = copy_of(filled_model_cache, tmp_path)
-    weights = next(cache.rglob('model.safetensors'))
-    weights.write_bytes(weights.read_bytes()[: 2**20])  # a download cut short
-    assert_fails_fast_with(cache, 'is incomplete or corrupt', 'make model')
+    weights = next(cache.rglob(weights_file))  # the file this backend reads its weights from
+    weights.write_bytes(weights.read_bytes()[: 2**20])  # a download or an export cut short
+    assert_fails_fast_with(cache, 'is incomplete or corrupt', 'make model', ENCODER_BACKEND=backend)
+
+
+def test_a_cache_without_the_openvino_ir_names_make_model(images_built, filled_model_cache, tmp_path):
+    cache = copy_of(filled_model_cache, tmp_path)
+    shutil.rmtree(next(cache.rglob('openvino')))  # a cache filled by an older `make model`
+    assert_fails_fast_with(cache, 'has no OpenVINO IR', 'make model')
 
 
 @pytest.fixture
