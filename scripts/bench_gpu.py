@@ -59,7 +59,8 @@ def through_flow(model: str, device: str, dtype: str, texts: list[str], request_
 
     from executor import SentenceEncoder
 
-    uses_with = {'model': model, 'device': device, 'dtype': dtype, 'batch_size': request_size}
+    # torch on both devices: the tutorial's CPU-against-GPU comparison (a lent GPU machine has no OpenVINO).
+    uses_with = {'model': model, 'device': device, 'dtype': dtype, 'batch_size': request_size, 'backend': 'torch'}
     with Flow(protocol='grpc', host='127.0.0.1').add(uses=SentenceEncoder, uses_with=uses_with) as flow:
         flow.post('/encode', DocList[TextDoc]([TextDoc(text=t) for t in texts[:request_size]]))  # warm-up
         docs = DocList[TextDoc]([TextDoc(text=t) for t in texts])
