@@ -3,7 +3,7 @@
 Every response is checked: as many docs as sent, in the same order, and every embedding equal to the in-process
 model's (the texts come from a fixed pool encoded in-process up front, so each reply is compared in full, cheaply).
 Memory: each container's anonymous resident memory (RssAnon of its processes: the heap, where a leak shows; not the
-page cache or the mapped model file, which come and go) is sampled every 2 s. After a warm-up the run is cut into
+page cache or the mapped model file, which come and go) is sampled every 0.5 s. After a warm-up the run is cut into
 equal phases of steady load; a leak grows the same amount in every phase, an allocator that is still settling grows
 less and less. `memory_growth` reports, per container, the growth between the last two phases per 1,000 requests.
 Traffic goes to 127.0.0.1 only, and stops by itself.
@@ -61,13 +61,10 @@ def text_pool(size: int = 200, seed: int = 7) -> list[str]:
     return [' '.join(rng.choice(words) for _ in range(rng.randint(3, 40))) + f' #{i}' for i in range(size)]
 
 
-def container_memory(project: str) -> dict[str, float]:
-    """MiB of anonymous resident memory per running container of the compose project (summed over its processes).
-
-    Read from /proc on the host, so the soak must run where the engine runs (it does: traffic is to 127.0.0.1)."""
-    import docker
-
-    client = docker.from_env()
+def container_memory(client, project: str) -> dict[str, float]:
+    """MiB of anonymous resident memory per running container of the compose project (summed over its processes),
+    through a docker SDK client. Read from /proc on the host, so the soak must run where the engine runs (it does:
+    traffic is to 127.0.0.1)."""
     usage = {}
     for container in client.containers.list(filters={'label': f'com.docker.compose.project={project}'}):
         top = container.top(ps_args='-o pid')
@@ -122,8 +119,11 @@ def memory_growth(samples: list[tuple[float, int, dict[str, float]]], duration: 
 
 
 async def sample_memory(project: str, started: float, stop_at: float, tally: Tally, samples: list) -> None:
+    import docker
+
+    client = docker.from_env()  # one client for the run: a sample every 0.5 s
     while time.monotonic() < stop_at:
-        usage = await asyncio.to_thread(container_memory, project)
+        usage = await asyncio.to_thread(container_memory, client, project)
         samples.append((time.monotonic() - started, tally.requests, usage))
         await asyncio.sleep(SAMPLE_EVERY_S)
 
