@@ -29,6 +29,9 @@ MAX_IDS_IN_ERROR = 10
 # waiting at most BATCH_WAIT_MS for more to arrive. Overridable per deployment: `uses_dynamic_batching` in flow.yml.
 PREFERRED_BATCH_SIZE = 32
 BATCH_WAIT_MS = 10
+# The same work without dynamic batching's wait, for callers whose requests are whole batches already: the gateway
+# joins concurrent HTTP requests into one request here (gateway/coalescer.py); a lone one is not held BATCH_WAIT_MS.
+UNBATCHED_ENDPOINT = '/encode_unbatched'
 
 
 # Inference engines: sentence-transformers' own backends. OpenVINO runs the same model about 3x faster on x86 CPUs
@@ -339,6 +342,16 @@ class SentenceEncoder(Executor):
         `parameters` may override `batch_size` and `normalize` for one request (requests are batched only with
         others of the same parameters).
         """
+        return self._encode_docs(docs, parameters or {})
+
+    @requests(on=UNBATCHED_ENDPOINT)
+    def encode_unbatched(
+        self, docs: DocList[EncodeDoc], parameters: dict | None = None, **kwargs: Any
+    ) -> DocList[TextDoc]:
+        """`encode`, at once: each request is encoded as it comes, not held for others to join it."""
+        return self._encode_docs(docs, parameters or {})
+
+    def _encode_docs(self, docs: DocList[TextDoc], parameters: dict) -> DocList[TextDoc]:
         if len(docs) > self.max_docs_per_request:
             raise BadRequestError(
                 f'{len(docs)} docs in one request is over the limit of {self.max_docs_per_request} '
@@ -349,7 +362,6 @@ class SentenceEncoder(Executor):
             raise BadRequestError(problem)
         if not docs:
             return docs
-        parameters = parameters or {}
         embeddings = self.model.encode(
             [doc.text for doc in docs],
             batch_size=int(parameters.get('batch_size', self.batch_size)),

@@ -7,7 +7,9 @@ its HTTP server is `EmbeddingHTTPGateway`, which keeps every route Jina makes (`
 - `GET /health` (liveness) and `GET /ready` (an encoder replica answers the gRPC health check: its model is loaded),
 - limits (413 for a body over MAX_BODY_BYTES; more texts or docs than MAX_INPUTS_PER_REQUEST: 400 on /v1, 422 on
   /encode) and an optional
-  API key (API_KEY: every route but `/`, `/health` and `/ready` then needs `Authorization: Bearer <key>`).
+  API key (API_KEY: every route but `/`, `/health` and `/ready` then needs `Authorization: Bearer <key>`),
+- joining of concurrent HTTP requests into one encoder request (coalescer.py): `/v1/embeddings` always, and `/encode`
+  for plain requests (docs with `id` and `text`, no `parameters`); other `/encode` requests take Jina's own route.
 
 The gateway never runs the model: it reaches the encoder only through Jina's request schema (TextDoc in, TextDoc with
 `embedding` out). For `usage.prompt_tokens` it reads the model's tokenizer (tokenizer.json only, no torch) from the
@@ -19,11 +21,13 @@ import base64
 import hmac
 import json
 import os
+import uuid
 from typing import Literal
 
 import grpc
 import numpy as np
 import orjson
+from coalescer import EncoderRefused, RequestCoalescer  # listed before gateway.py in config.yml's py_modules
 from docarray import DocList
 from docarray.documents import TextDoc
 from fastapi import FastAPI, Request
@@ -48,6 +52,19 @@ MAX_TOKENS_PER_INPUT = int(os.environ.get('MAX_TOKENS_PER_INPUT', '256'))  # all
 # which Docker SIGKILLs the container.
 DRAIN_TIMEOUT_S = float(os.environ.get('DRAIN_TIMEOUT_S', '20'))
 ENCODE_ENDPOINT = '/encode'
+OPENAI_EMBEDDINGS = '/v1/embeddings'
+OPENAI_REQUEST_FIELDS = {'input', 'model', 'encoding_format', 'user'}
+# uvicorn's line per request: off unless ACCESS_LOG=1 (it cost ~5% of the gateway's CPU at a few hundred requests/s,
+# and Docker's log driver more); jina's request metrics on the monitoring port count requests either way.
+ACCESS_LOG = os.environ.get('ACCESS_LOG', '').strip().lower() in {'1', 'true', 'yes', 'on'}
+# The encoder's /encode without its dynamic-batching wait (executor.py): joined HTTP requests are batches already.
+UNBATCHED_ENDPOINT = '/encode_unbatched'
+# Joining concurrent HTTP requests (coalescer.py, docs/configuration.md). A batch leaves at once while fewer than
+# HTTP_BATCHES_IN_FLIGHT batches per encoder replica are out; otherwise requests gather until one comes back,
+# HTTP_BATCH_MAX_DOCS texts wait, or the oldest has waited HTTP_BATCH_WAIT_MS. HTTP_BATCH_MAX_DOCS=1: no joining.
+HTTP_BATCH_MAX_DOCS = int(os.environ.get('HTTP_BATCH_MAX_DOCS', '64'))
+HTTP_BATCH_WAIT_MS = float(os.environ.get('HTTP_BATCH_WAIT_MS', '20'))
+HTTP_BATCHES_IN_FLIGHT = int(os.environ.get('HTTP_BATCHES_IN_FLIGHT', '1'))
 OPEN_PATHS = {'/', '/health', '/ready'}  # probes stay open when API_KEY is set
 
 
@@ -144,15 +161,15 @@ class TokenCounter:
 # ---------------------------------------------------------------- the HTTP gateway
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class EmbeddingHTTPGateway(HTTPGateway):
     """Jina's HTTP gateway plus the OpenAI-compatible, health and readiness routes, limits and the API key."""
 
     in_flight = 0  # HTTP requests being answered, counted by the guard for the drain at shutdown
     draining = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.uvicorn_kwargs.setdefault('access_log', ACCESS_LOG)
 
     @property
     def app(self) -> FastAPI:
@@ -160,6 +177,14 @@ class EmbeddingHTTPGateway(HTTPGateway):
         self._token_counter = getattr(self, '_token_counter', None) or TokenCounter(MODEL_NAME)
         if not self._token_counter.exact:
             self.logger.warning(f'no tokenizer.json for {MODEL_NAME} in the HF cache: usage counts are estimates')
+        self._coalescer = getattr(self, '_coalescer', None) or RequestCoalescer(
+            self._send_batch,
+            max_docs=HTTP_BATCH_MAX_DOCS,
+            max_wait_ms=HTTP_BATCH_WAIT_MS,
+            max_batches_in_flight=HTTP_BATCHES_IN_FLIGHT * max(1, len(self._encoder_addresses())),
+        )
+        # The unbatched endpoint is for the coalescer, which validates first: not a public HTTP route.
+        app.router.routes = [route for route in app.router.routes if getattr(route, 'path', '') != UNBATCHED_ENDPOINT]
         self._add_routes(app)
         self._add_guards(app)
         return app
@@ -185,72 +210,117 @@ class EmbeddingHTTPGateway(HTTPGateway):
             }
 
         @app.post(
-            '/v1/embeddings',
+            OPENAI_EMBEDDINGS,
             tags=['openai'],
             summary='Embeddings, OpenAI-compatible',
             response_model=EmbeddingsResponse,
             responses={400: {'model': ErrorResponse}, 413: {'model': ErrorResponse}, 503: {'model': ErrorResponse}},
         )
         async def embeddings(body: EmbeddingsRequest):
+            # Well-formed requests are answered by the guard before they get here (see HTTPGuard); this route answers
+            # the others, with pydantic naming what is wrong, and documents the shapes in /docs.
             texts = [body.input] if isinstance(body.input, str) else list(body.input)
-            if not texts:
-                return openai_error(400, '`input` is an empty list: send at least one text', 'input')
-            if len(texts) > MAX_INPUTS_PER_REQUEST:
-                return openai_error(
-                    400, f'`input` has {len(texts)} texts, over the limit of {MAX_INPUTS_PER_REQUEST} per request '
-                    '(MAX_INPUTS_PER_REQUEST): split it', 'input',
-                )  # fmt: skip
-            blank = [i for i, text in enumerate(texts) if not text.strip()]
-            if blank:
-                return openai_error(400, f'`input` has empty texts at index {blank[:10]}', 'input')
-            result = await self._encode(texts)
-            if isinstance(result, JSONResponse):
-                return result
-            data = [
-                {'index': i, 'object': 'embedding', 'embedding': encode_vector(vector, body.encoding_format)}
-                for i, vector in enumerate(result)
-            ]
-            tokens = self._token_counter.count(texts)
-            payload = {
-                'object': 'list',
-                'data': data,
-                'model': MODEL_NAME,
-                'usage': {'prompt_tokens': tokens, 'total_tokens': tokens},
-            }
-            # Rendered here, not by FastAPI: checking and converting a response_model of 32 x 384 floats took 70% of
-            # the gateway's CPU (py-spy), which the encoder, on the same cores, then lacked.
-            return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
+            return await self.openai_embeddings(texts, body.encoding_format)
+
+    async def openai_embeddings(self, texts: list[str], encoding_format: str) -> Response:
+        """POST /v1/embeddings for validated shapes: the limits, then the vectors in OpenAI's reply shape."""
+        if not texts:
+            return openai_error(400, '`input` is an empty list: send at least one text', 'input')
+        if len(texts) > MAX_INPUTS_PER_REQUEST:
+            return openai_error(
+                400, f'`input` has {len(texts)} texts, over the limit of {MAX_INPUTS_PER_REQUEST} per request '
+                '(MAX_INPUTS_PER_REQUEST): split it', 'input',
+            )  # fmt: skip
+        blank = [i for i, text in enumerate(texts) if not text.strip()]
+        if blank:
+            return openai_error(400, f'`input` has empty texts at index {blank[:10]}', 'input')
+        result = await self._encode(texts)
+        if isinstance(result, JSONResponse):
+            return result
+        data = [
+            {'index': i, 'object': 'embedding', 'embedding': encode_vector(vector, encoding_format)}
+            for i, vector in enumerate(result)
+        ]
+        tokens = self._token_counter.count(texts)
+        payload = {
+            'object': 'list',
+            'data': data,
+            'model': MODEL_NAME,
+            'usage': {'prompt_tokens': tokens, 'total_tokens': tokens},
+        }
+        # Rendered here, not by FastAPI: checking and converting a response_model of 32 x 384 floats took 70% of
+        # the gateway's CPU (py-spy), which the encoder, on the same cores, then lacked.
+        return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
+
+    async def answer_directly(self, path: str, body: bytes) -> Response | None:
+        """Answer a well-formed POST /v1/embeddings or plain POST /encode here, without FastAPI's request parsing and
+        pydantic models (half the gateway's CPU per one-text request). None: the route answers (and validates)."""
+        parsed = read_json(body)
+        if path == OPENAI_EMBEDDINGS:
+            request = plain_openai_request(parsed)
+            return None if request is None else await self.openai_embeddings(*request)
+        problem = check_native_body(parsed)
+        if problem:
+            return JSONResponse(status_code=422, content={'detail': problem})
+        docs = plain_native_docs(parsed)
+        return None if docs is None else await self.encode_plain_native(docs)
 
     async def _encode(self, texts: list[str]):
-        """Send the texts to the encoder as one request; return their vectors in order, or an OpenAI error."""
+        """The texts' vectors in order (joined with other requests' texts), or an OpenAI-shaped error."""
+        try:
+            return await self._coalescer.encode(texts)
+        except EncoderRefused as error:
+            return openai_error(error.status, str(error), 'input' if error.input_fault else None, error.headers)
+
+    async def _send_batch(self, texts: list[str]) -> list:
+        """One encoder request for `texts`: their vectors in order, or EncoderRefused saying why not."""
         docs = DocList[TextDoc]([TextDoc(text=text) for text in texts])
         try:
             async for response in self.streamer.stream_docs(
                 docs,
                 request_size=len(docs),
-                exec_endpoint=ENCODE_ENDPOINT,
+                exec_endpoint=UNBATCHED_ENDPOINT,
                 return_results=True,
                 return_type=DocList[TextDoc],
             ):
                 status = response.header.status
                 if status.code == jina_pb2.StatusProto.ERROR:
                     refused = status.exception.name in ('BadRequestError', 'ValidationError')  # the input's fault
-                    return openai_error(400 if refused else 500, status.description, 'input' if refused else None)
-                returned = response.docs
-                if len(returned) != len(texts):
-                    return openai_error(500, f'the encoder returned {len(returned)} of {len(texts)} embeddings')
-                return [doc.embedding for doc in returned]
+                    raise EncoderRefused(status.description, input_fault=refused)
+                if not len(response.docs):
+                    return []
+                return np.stack([doc.embedding for doc in response.docs]).astype(np.float32, copy=False)  # rows
         except InternalNetworkError as error:
-            return openai_error(
-                503, f'the encoder is unavailable, retry shortly ({error.details()})', headers={'Retry-After': '5'}
-            )
-        return openai_error(500, 'the encoder sent no response')
+            raise EncoderRefused(
+                f'the encoder is unavailable, retry shortly ({error.details()})', False, 503, {'Retry-After': '5'}
+            ) from error
+        raise EncoderRefused('the encoder sent no response', False)
 
-    async def _encoders_serving(self):
+    async def encode_plain_native(self, docs: list[dict]) -> Response:
+        """Answer a plain POST /encode (docs with `id` and `text` only) through the coalescer, in Jina's reply shape."""
+        vectors = await self._encode([doc['text'] for doc in docs])
+        if isinstance(vectors, JSONResponse):  # an error: in /encode's shape, {"detail": ...}
+            detail = json.loads(vectors.body)['error']['message']
+            status = 422 if vectors.status_code == 400 else vectors.status_code
+            return JSONResponse(status_code=status, content={'detail': detail}, headers=_retry_after(vectors))
+        payload = {
+            'data': [
+                {'id': doc.get('id'), 'text': doc['text'], 'bytes_': None, 'embedding': vector, 'url': None}
+                for doc, vector in zip(docs, vectors, strict=True)
+            ],
+            'parameters': {},
+            'header': {'requestId': uuid.uuid4().hex, 'targetExecutor': ''},
+        }
+        return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
+
+    def _encoder_addresses(self) -> list[str]:
         addresses = self.runtime_args.deployments_addresses or {}
         if isinstance(addresses, str):  # the exported command passes it as JSON
             addresses = json.loads(addresses)
-        flat = [address for replicas in addresses.values() for address in replicas]
+        return [address for replicas in addresses.values() for address in replicas]
+
+    async def _encoders_serving(self):
+        flat = self._encoder_addresses()
         serving = []
         for address in flat:
             target = address.split('://')[-1]
@@ -275,7 +345,6 @@ class EmbeddingHTTPGateway(HTTPGateway):
     # -- guards: draining, API key, body size, OpenAI-shaped validation errors
 
     def _add_guards(self, app: FastAPI) -> None:
-        api_key = os.environ.get('API_KEY', '')
 
         @app.exception_handler(RequestValidationError)
         async def validation_error(request: Request, error: RequestValidationError):
@@ -287,55 +356,149 @@ class EmbeddingHTTPGateway(HTTPGateway):
             field = '.'.join(str(part) for part in first.get('loc', ())[1:]) or None
             return openai_error(400, f'{field or "body"}: {first.get("msg", "invalid request")}', field)
 
-        @app.middleware('http')
-        async def guard(request: Request, call_next):
-            if self.draining and request.url.path != '/health':
-                return openai_error(503, 'the gateway is shutting down: retry shortly', headers={'Retry-After': '5'})
-            if api_key and request.url.path not in OPEN_PATHS:
-                supplied = request.headers.get('authorization', '')
-                if not hmac.compare_digest(supplied.encode(), f'Bearer {api_key}'.encode()):
-                    return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`')
-            declared = request.headers.get('content-length')
-            if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                return openai_error(
-                    413, f'body of {declared} bytes is over the limit of {MAX_BODY_BYTES} (MAX_BODY_BYTES)'
-                )
-            if request.method == 'POST' and request.url.path == ENCODE_ENDPOINT:
-                problem = await check_native_body(request)
-                if problem:
-                    return JSONResponse(status_code=422, content={'detail': problem})
-            self.in_flight += 1
-            try:
-                response = await call_next(request)
-            except Exception:
-                if not self.draining:
-                    raise
-                response = None
-            finally:
-                self.in_flight -= 1
-            if self.draining and (response is None or response.status_code == 500):
-                # Still running when the drain's budget ran out: Jina's shutdown closed the connection to the encoder
-                # under it. Say so, instead of a bare 500.
-                return openai_error(
-                    503, f'the gateway shut down before this request was answered (DRAIN_TIMEOUT_S={DRAIN_TIMEOUT_S:g} '
-                    's ran out): retry it', headers={'Retry-After': '5'},
-                )  # fmt: skip
-            return response
+        app.add_middleware(HTTPGuard, gateway=self, api_key=os.environ.get('API_KEY', ''))
 
 
-async def check_native_body(request: Request) -> str | None:
+class HTTPGuard:
+    """Every HTTP request passes here first: draining, API key, body size, then the direct answer of the hot routes.
+
+    A plain ASGI middleware, not Starlette's BaseHTTPMiddleware: that one runs each request in a task group with
+    memory streams, which cost more CPU per one-text request than joining it into a batch saves (py-spy).
+    """
+
+    def __init__(self, app, gateway: 'EmbeddingHTTPGateway', api_key: str) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.expected_authorization = f'Bearer {api_key}'.encode() if api_key else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope['type'] != 'http':
+            return await self.app(scope, receive, send)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        gateway = self.gateway
+        gateway.in_flight += 1
+        started = False
+
+        async def send_or_drain_error(message) -> None:
+            nonlocal started
+            if message['type'] == 'http.response.start':
+                started = True
+            await send(message)
+
+        try:
+            direct = None
+            if scope['method'] == 'POST' and scope['path'] in (ENCODE_ENDPOINT, OPENAI_EMBEDDINGS):
+                body = await read_body(receive, MAX_BODY_BYTES)
+                if body is None:
+                    return await body_too_large(None)(scope, receive, send)
+                direct = await gateway.answer_directly(scope['path'], body)
+                receive = replay_body(body, receive)  # the route reads it again
+            if direct is not None:
+                if gateway.draining and direct.status_code == 500:
+                    direct = unanswered_at_shutdown()
+                return await direct(scope, receive, send)
+            await self.app(scope, receive, send_or_drain_error)
+        except Exception:
+            if not gateway.draining or started:
+                raise
+            # Still running when the drain's budget ran out: Jina's shutdown closed the connection to the encoder
+            # under it. Say so, instead of a bare 500.
+            await unanswered_at_shutdown()(scope, receive, send)
+        finally:
+            gateway.in_flight -= 1
+
+    def _refusal(self, scope) -> Response | None:
+        """A response refusing the request before it is read, or None."""
+        path = scope['path']
+        if self.gateway.draining and path != '/health':
+            return openai_error(503, 'the gateway is shutting down: retry shortly', headers={'Retry-After': '5'})
+        headers = dict(scope['headers'])  # lower-case byte names, as ASGI gives them
+        if self.expected_authorization and path not in OPEN_PATHS:
+            if not hmac.compare_digest(headers.get(b'authorization', b''), self.expected_authorization):
+                return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`')
+        declared = headers.get(b'content-length', b'')
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return body_too_large(int(declared))
+        return None
+
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it passes `limit` bytes (a chunked body declares no length)."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message['type'] != 'http.request':
+            break  # the client went away: the route reads the disconnect itself
+        chunk = message.get('body', b'')
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get('more_body', False)
+    return b''.join(chunks)
+
+
+def replay_body(body: bytes, receive):
+    """An ASGI `receive` that gives the body already read, then what the client sends next (a disconnect)."""
+    replayed = False
+
+    async def receive_again():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {'type': 'http.request', 'body': body, 'more_body': False}
+        return await receive()
+
+    return receive_again
+
+
+def body_too_large(size: int | None) -> JSONResponse:
+    what = f'body of {size} bytes' if size is not None else 'body'
+    return openai_error(413, f'{what} is over the limit of {MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)')
+
+
+def unanswered_at_shutdown() -> JSONResponse:
+    return openai_error(
+        503, f'the gateway shut down before this request was answered (DRAIN_TIMEOUT_S={DRAIN_TIMEOUT_S:g} s ran '
+        'out): retry it', headers={'Retry-After': '5'},
+    )  # fmt: skip
+
+
+def plain_openai_request(body) -> tuple[list[str], str] | None:
+    """(texts, encoding_format) of a /v1/embeddings body in EmbeddingsRequest's shape, or None for anything else
+    (the route's pydantic model then names the problem)."""
+    if not isinstance(body, dict) or body.keys() - OPENAI_REQUEST_FIELDS:
+        return None
+    texts = body.get('input')
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        return None
+    if not all(body.get(name) is None or isinstance(body[name], str) for name in ('model', 'user')):
+        return None
+    encoding_format = body.get('encoding_format', 'float')
+    return (texts, encoding_format) if encoding_format in ('float', 'base64') else None
+
+
+def read_json(body: bytes):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # FastAPI's validation answers with a 422 naming the problem
+
+
+def check_native_body(body) -> str | None:
     """Refuse, up front, what Jina's /encode route would otherwise accept and fail on deeper in (as a 500):
 
     - more than MAX_INPUTS_PER_REQUEST docs (the route splits any number into requests of 100 and encodes them all);
     - docs that carry an `embedding`: it is the output, and arbitrary JSON there breaks docarray's deserialisation;
     - docs without a non-empty string `text`, named by id (or #position): the encoder would refuse them too, but
       only per request of 100 after the route's split, and with pydantic's wording.
-    Starlette caches the body, so the route still reads it afterwards.
     """
-    try:
-        data = json.loads(await request.body()).get('data')
-    except (ValueError, AttributeError):
+    if not isinstance(body, dict):
         return None  # not JSON or not an object: FastAPI's validation answers with a 422 naming the problem
+    data = body.get('data')
     docs = data if isinstance(data, list) else [data]
     if len(docs) > MAX_INPUTS_PER_REQUEST:
         return (
@@ -346,6 +509,32 @@ async def check_native_body(request: Request) -> str | None:
     if carrying:
         return f'docs at index {carrying[:10]} carry an `embedding`: leave it out, the encoder fills it'
     return describe_bad_texts(docs)
+
+
+# Fields of a TextDoc a plain /encode request may send (the reply's own fields, null): anything more takes Jina's route.
+PLAIN_DOC_FIELDS = {'id', 'text', 'url', 'bytes_', 'embedding'}
+
+
+def plain_native_docs(body) -> list[dict] | None:
+    """The docs of an /encode body the coalescer can answer as Jina's route would (checked by check_native_body
+    first): `data` only (no `parameters`, no `header`), docs with a string `text`, a string or no `id`, nothing else."""
+    if not isinstance(body, dict) or body.keys() - {'data', 'parameters', 'header'}:
+        return None
+    if body.get('parameters') or body.get('header') is not None:
+        return None
+    data = body.get('data')
+    docs = data if isinstance(data, list) else [data]
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.keys() - PLAIN_DOC_FIELDS or not isinstance(doc.get('text'), str):
+            return None
+        if not isinstance(doc.get('id'), (str, type(None))) or doc.get('url') is not None or doc.get('bytes_'):
+            return None
+    return docs or None
+
+
+def _retry_after(response: Response) -> dict | None:
+    value = response.headers.get('retry-after')
+    return {'Retry-After': value} if value else None
 
 
 def describe_bad_texts(docs: list) -> str | None:

@@ -1,0 +1,134 @@
+"""Joins the texts of concurrent HTTP requests into one encoder request, and hands each request its own vectors.
+
+Why: curl and OpenAI clients send one text, or a few, per request. Sent one by one, each pays a Jina request (protobuf,
+a gRPC hop, the executor's request handling) that costs more CPU than encoding its text, on the cores the model needs.
+Joined, the encoder sees tens of texts per request (docs/benchmarks.md has the before and after).
+
+The policy is continuous batching, as TEI and Infinity do it: a batch leaves as soon as the encoder has room for it,
+so a lone request waits for nothing. The encoder "has room" while fewer than `max_batches_in_flight` batches are out
+(two per replica: one encoding, one ready behind it). When it has none, requests gather until a batch leaves, which
+is when one comes back, when `max_docs` texts are waiting, or when the oldest has waited `max_wait_ms`, whichever is
+first. The only latency joining adds is that wait, and only while the encoder is busy anyway.
+
+A request's texts are never split across batches, so its vectors come back together and in order. A batch the encoder
+refuses as bad input (the gateway validates every request first, so this should not happen) is resent request by
+request, so that only the faulty one gets the error: a bad request never fails another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+class EncoderRefused(Exception):
+    """The encoder answered with an error. `input_fault`: it blamed the input (a 4xx for the caller), else a 5xx."""
+
+    def __init__(self, message: str, input_fault: bool, status: int | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.input_fault = input_fault
+        self.status = status or (400 if input_fault else 500)
+        self.headers = headers
+
+
+# Sends a list of texts to the encoder as one request; returns one vector per text, in order, or raises EncoderRefused.
+SendBatch = Callable[[list[str]], Awaitable[list]]
+
+
+@dataclass
+class _Waiting:
+    texts: list[str]
+    reply: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class RequestCoalescer:
+    def __init__(self, send_batch: SendBatch, max_docs: int, max_wait_ms: float, max_batches_in_flight: int) -> None:
+        if max_docs < 1 or max_batches_in_flight < 1 or max_wait_ms < 0:
+            raise ValueError('max_docs and max_batches_in_flight must be at least 1, max_wait_ms at least 0')
+        self._send_batch = send_batch
+        self.max_docs = max_docs
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_batches_in_flight = max_batches_in_flight
+        self._waiting: list[_Waiting] = []
+        self._waiting_docs = 0
+        self._batches_in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()  # batches being sent: referenced, so they are not garbage-collected
+
+    async def encode(self, texts: list[str]) -> list:
+        """The vectors of `texts`, in order, encoded together with whatever other requests are waiting."""
+        waiting = _Waiting(texts)
+        self._waiting.append(waiting)
+        self._waiting_docs += len(texts)
+        if self._batches_in_flight < self.max_batches_in_flight or self._waiting_docs >= self.max_docs:
+            # Leave on the next turn of the event loop, so that requests read in this turn join the batch.
+            asyncio.get_running_loop().call_soon(self._send_waiting)
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._send_waiting, True)
+        return await waiting.reply
+
+    def _send_waiting(self, waited_enough: bool = False) -> None:
+        """Send the waiting requests as batches of up to max_docs texts while the encoder has room (or while they
+        have waited max_wait_ms, or a full batch is waiting)."""
+        if waited_enough:
+            self._timer = None
+        while self._waiting and (
+            waited_enough or self._batches_in_flight < self.max_batches_in_flight or self._waiting_docs >= self.max_docs
+        ):
+            batch = self._take_batch()
+            self._batches_in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not self._waiting and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        elif self._waiting and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._send_waiting, True)
+
+    def _take_batch(self) -> list[_Waiting]:
+        """The oldest waiting requests, up to max_docs texts (at least one request, however many texts it has)."""
+        batch, docs = [], 0
+        while self._waiting and (not batch or docs + len(self._waiting[0].texts) <= self.max_docs):
+            waiting = self._waiting.pop(0)
+            batch.append(waiting)
+            docs += len(waiting.texts)
+        self._waiting_docs -= docs
+        return batch
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._answer(batch)
+        finally:
+            self._batches_in_flight -= 1
+            self._send_waiting()
+
+    async def _answer(self, batch: list[_Waiting]) -> None:
+        texts = [text for waiting in batch for text in waiting.texts]
+        try:
+            vectors = await self._send_batch(texts)
+        except EncoderRefused as error:
+            if error.input_fault and len(batch) > 1:
+                await asyncio.gather(*(self._answer([waiting]) for waiting in batch))  # find the faulty one
+            else:
+                _settle(batch, error=error)
+            return
+        except Exception as error:  # noqa: BLE001 - every request of the batch must be answered, whatever happened
+            _settle(batch, error=error)
+            return
+        if len(vectors) != len(texts):
+            _settle(batch, error=EncoderRefused(f'the encoder returned {len(vectors)} of {len(texts)} vectors', False))
+            return
+        start = 0
+        for waiting in batch:
+            end = start + len(waiting.texts)
+            if not waiting.reply.done():  # done: its caller went away (the client disconnected)
+                waiting.reply.set_result(vectors[start:end])
+            start = end
+
+
+def _settle(batch: list[_Waiting], error: BaseException) -> None:
+    for waiting in batch:
+        if not waiting.reply.done():
+            waiting.reply.set_exception(error)
