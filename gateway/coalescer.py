@@ -43,10 +43,19 @@ class _Waiting:
 
 
 class RequestCoalescer:
-    def __init__(self, send_batch: SendBatch, max_docs: int, max_wait_ms: float, max_batches_in_flight: int) -> None:
+    def __init__(
+        self,
+        send_batch: SendBatch,
+        max_docs: int,
+        max_wait_ms: float,
+        max_batches_in_flight: int,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """`on_batch(requests, texts)` is told the size of each batch as it leaves (for the metrics)."""
         if max_docs < 1 or max_batches_in_flight < 1 or max_wait_ms < 0:
             raise ValueError('max_docs and max_batches_in_flight must be at least 1, max_wait_ms at least 0')
         self._send_batch = send_batch
+        self._on_batch = on_batch
         self.max_docs = max_docs
         self.max_wait_s = max_wait_ms / 1000
         self.max_batches_in_flight = max_batches_in_flight
@@ -98,6 +107,8 @@ class RequestCoalescer:
         return batch
 
     async def _send(self, batch: list[_Waiting]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch), sum(len(waiting.texts) for waiting in batch))
         try:
             await self._answer(batch)
         finally:

@@ -182,6 +182,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
             max_docs=HTTP_BATCH_MAX_DOCS,
             max_wait_ms=HTTP_BATCH_WAIT_MS,
             max_batches_in_flight=HTTP_BATCHES_IN_FLIGHT * max(1, len(self._encoder_addresses())),
+            on_batch=self._batch_metrics(),
         )
         # The unbatched endpoint is for the coalescer, which validates first: not a public HTTP route.
         app.router.routes = [route for route in app.router.routes if getattr(route, 'path', '') != UNBATCHED_ENDPOINT]
@@ -312,6 +313,30 @@ class EmbeddingHTTPGateway(HTTPGateway):
             'header': {'requestId': uuid.uuid4().hex, 'targetExecutor': ''},
         }
         return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
+
+    def _batch_metrics(self):
+        """Prometheus histograms of the joined batches, beside jina's own metrics (which count encoder requests, so
+        joined batches, not HTTP requests), when the gateway runs with monitoring."""
+        registry = getattr(self, 'metrics_registry', None)
+        if registry is None:
+            return None
+        from prometheus_client import Histogram
+
+        buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+        requests = Histogram(
+            'gateway_joined_batch_requests', 'HTTP requests joined into one encoder request', buckets=buckets,
+            registry=registry, namespace='jina',
+        )  # fmt: skip
+        texts = Histogram(
+            'gateway_joined_batch_texts', 'Texts in one joined encoder request (their sum: texts sent over HTTP)',
+            buckets=buckets, registry=registry, namespace='jina',
+        )  # fmt: skip
+
+        def observe(request_count: int, text_count: int) -> None:
+            requests.observe(request_count)
+            texts.observe(text_count)
+
+        return observe
 
     def _encoder_addresses(self) -> list[str]:
         addresses = self.runtime_args.deployments_addresses or {}
@@ -580,7 +605,10 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
                 server_class = EmbeddingHTTPGateway
             else:
                 server_class = _get_gateway_class(protocol, works_as_load_balancer=self.works_as_load_balancer)
-            self.servers.append(server_class(**server_kwargs))
+            server = server_class(**server_kwargs)
+            # Jina keeps the Prometheus registry on this composite server only (the sub-servers share its handler).
+            server.metrics_registry = getattr(self, 'metrics_registry', None)
+            self.servers.append(server)
         self.gateways = self.servers  # jina's name for them, kept for compatibility
 
     async def shutdown(self):

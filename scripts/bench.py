@@ -5,10 +5,13 @@ machines are noisy). The stack rows name the backend the stack runs (ENCODER_BAC
 - the tutorial's: 10,000 copies of its sentence, request_size 32: over gRPC as the tutorial sends it (one
   `Client.post`, jina streaming the requests), and over HTTP (4 requests in flight);
 - varied texts (5 to 200 words, fixed seed), request_size 32, over gRPC and HTTP;
-- one-doc HTTP requests with 32 in flight, the way curl users send them.
+- one-doc HTTP requests, the way curl and OpenAI-client users send them: 32 in flight, 128 in flight, and one at a
+  time (its p50 is the latency of a lone request), on /v1/embeddings and on /encode (the README's curl route).
 
 HTTP rows use the OpenAI-style route (POST /v1/embeddings), which infinity-emb also serves: with --infinity, the same
 HTTP workloads run against infinity-emb serving the same model files on the same machine (scripts/infinity_peer.py).
+The HTTP load comes from one asyncio client (aiohttp, keep-alive connections, one per request in flight): a client of
+threads spent more CPU on the shared cores than the gateway it measured, for the stack and infinity-emb alike.
 
     python scripts/bench.py [--docs 10000] [--varied-docs 2000] [--single-docs 2000] [--infinity]
                             [--markdown docs/benchmarks.md] [--chart docs/benchmarks.png]
@@ -24,12 +27,9 @@ import platform
 import random
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-import requests
 
 SENTENCE = 'On CPU or GPU, Jina serves the same executor.'
 
@@ -122,18 +122,77 @@ def streamed_grpc(client, texts: list[str], request_size: int, label: str) -> di
     }
 
 
-def openai_sender(base_url: str, path: str, model: str) -> Callable[[list[str]], int]:
-    """POST a batch to an OpenAI-style embeddings route; one keep-alive session per thread."""
-    sessions = threading.local()
+def http_load(
+    url: str, body: Callable[[list[str]], dict], batches: list[list[str]], in_flight: int, label: str
+) -> dict:
+    """POST every batch (as JSON `body(batch)`) to `url`, `in_flight` at a time, each on its own keep-alive
+    connection; check every reply holds one vector per text; return docs/s and request latencies."""
+    import asyncio
 
-    def send(batch: list[str]) -> int:
-        session = getattr(sessions, 'session', None) or requests.Session()
-        sessions.session = session
-        reply = session.post(f'{base_url}{path}', json={'input': batch, 'model': model}, timeout=300)
-        reply.raise_for_status()
-        return len(reply.json()['data'])
+    import aiohttp
+    from tqdm import tqdm
 
-    return send
+    latencies: list[float] = []
+    pending = iter(batches)
+    progress = tqdm(total=len(batches), desc=label, unit='req', leave=False)
+
+    async def client(session) -> int:
+        returned = 0
+        for batch in pending:
+            started = time.perf_counter()
+            async with session.post(url, json=body(batch), timeout=aiohttp.ClientTimeout(total=300)) as reply:
+                reply.raise_for_status()
+                vectors = (await reply.json())['data']
+            latencies.append(time.perf_counter() - started)
+            assert len(vectors) == len(batch) and all(vector['embedding'] for vector in vectors), 'incomplete reply'
+            returned += len(batch)
+            progress.update()
+        return returned
+
+    async def run() -> tuple[int, float]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+            await client_warm_up(session)
+            started = time.perf_counter()
+            returned = sum(await asyncio.gather(*(client(session) for _ in range(in_flight))))
+            return returned, time.perf_counter() - started
+
+    async def client_warm_up(session) -> None:  # opens the connections before the clock starts
+        async def one() -> None:
+            async with session.post(url, json=body(batches[0])) as reply:
+                reply.raise_for_status()
+                await reply.read()
+
+        await asyncio.gather(*(one() for _ in range(in_flight)))
+
+    returned, elapsed = asyncio.run(run())
+    progress.close()
+    sent = sum(len(batch) for batch in batches)
+    assert returned == sent, f'{sent - returned} docs missing from the replies'
+    return {
+        'docs_per_s': sent / elapsed,
+        'p50_ms': 1000 * statistics.median(latencies),
+        'p99_ms': 1000 * percentile(latencies, 0.99),
+    }
+
+
+def openai_body(model: str) -> Callable[[list[str]], dict]:
+    return lambda batch: {'input': batch, 'model': model}
+
+
+def native_body(batch: list[str]) -> dict:
+    return {'data': [{'text': text} for text in batch]}
+
+
+# What follows this line in the markdown file is written by hand (profiles, findings): a new run keeps it.
+NOTES_MARKER = '<!-- notes: written by hand, kept by make bench -->'
+
+
+def kept_notes(path: str) -> str:
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        return ''
+    return '\n' + text[text.index(NOTES_MARKER) :] if NOTES_MARKER in text else ''
 
 
 def write_chart(rows: list, path: str, where: str) -> None:
@@ -163,7 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--docs', type=int, default=10_000, help="the tutorial workload's size")
     parser.add_argument('--varied-docs', type=int, default=1_000)
-    parser.add_argument('--single-docs', type=int, default=2_000, help='one-doc HTTP requests, 32 in flight')
+    parser.add_argument('--single-docs', type=int, default=2_000, help='one-doc HTTP requests per in-flight level')
     parser.add_argument('--request-size', type=int, default=32)
     parser.add_argument('--grpc-port', type=int, default=int(os.environ.get('GRPC_PORT', 50051)))
     parser.add_argument('--http-port', type=int, default=int(os.environ.get('HTTP_PORT', 8080)))
@@ -182,7 +241,7 @@ def main() -> None:
 
     model_name = 'sentence-transformers/all-MiniLM-L6-v2'
     client = Client(host='127.0.0.1', port=args.grpc_port, protocol='grpc')
-    stack_http = openai_sender(f'http://127.0.0.1:{args.http_port}', '/v1/embeddings', model_name)
+    stack_url = f'http://127.0.0.1:{args.http_port}'
     model = SentenceTransformer(model_name, device='cpu')
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'executor'))
     from executor import load_model  # the encoder's own loading: the IR `make model` wrote, never a conversion
@@ -201,9 +260,13 @@ def main() -> None:
         'varied 5-200 words, request_size 32': varied_texts(args.varied_docs),
     }
     workloads = {name: texts for name, texts in workloads.items() if texts}  # --varied-docs 0 skips that one
-    one_doc = 'one-doc requests, 32 in flight'
-    singles = in_batches([SENTENCE] * args.single_docs, 1)
-    for warm_up in (stack_http, in_process, in_process_openvino):  # connections, first-request costs
+    # One-doc requests: (workload, requests in flight, how many requests).
+    one_doc_loads = [
+        ('one-doc requests, 32 in flight', 32, args.single_docs),
+        ('one-doc requests, 128 in flight', 128, args.single_docs),
+        ('one-doc requests, 1 in flight (p50 = lone-request latency)', 1, max(args.single_docs // 8, 50)),
+    ]
+    for warm_up in (in_process, in_process_openvino):  # first-call costs
         warm_up([SENTENCE] * args.request_size)
 
     # (workload, peer, result); every row is compared with both in-process rows of its workload.
@@ -215,10 +278,14 @@ def main() -> None:
         rows.append((workload, peer, result))
         return result
 
-    def http_rows(peer: str, send: Callable[[list[str]], int]) -> None:
-        for workload, texts in workloads.items():
-            record(workload, peer, timed_batches(in_batches(texts, args.request_size), send, 4, f'{peer}: {workload}'))
-        record(one_doc, peer, timed_batches(singles, send, 32, f'{peer}: {one_doc}'))
+    def http_rows(peer: str, url: str, body: Callable[[list[str]], dict], batched: bool = True) -> None:
+        if batched:
+            for workload, texts in workloads.items():
+                batches = in_batches(texts, args.request_size)
+                record(workload, peer, http_load(url, body, batches, 4, f'{peer}: {workload}'))
+        for workload, in_flight, count in one_doc_loads:
+            singles = in_batches([SENTENCE] * count, 1)
+            record(workload, peer, http_load(url, body, singles, in_flight, f'{peer}: {workload}'))
 
     for workload, texts in workloads.items():
         batches = in_batches(texts, args.request_size)
@@ -229,17 +296,18 @@ def main() -> None:
         result = streamed_grpc(client, texts, args.request_size, f'stack gRPC: {workload}')
         record(workload, f'stack gRPC (streamed, {stack_backend})', result)
     for ceilings in (torch_ceilings, openvino_ceilings):  # the same sentence, encoded in batches of 32
-        ceilings[one_doc] = ceilings['tutorial, request_size 32']
-    http_rows(f'stack HTTP /v1/embeddings ({stack_backend})', stack_http)
+        for workload, _, _ in one_doc_loads:
+            ceilings[workload] = ceilings['tutorial, request_size 32']
+    openai = openai_body(model_name)
+    http_rows(f'stack HTTP /v1/embeddings ({stack_backend})', f'{stack_url}/v1/embeddings', openai)
+    http_rows(f'stack HTTP /encode ({stack_backend})', f'{stack_url}/encode', native_body, batched=False)
     if args.infinity:
         from infinity_peer import SERVED_NAME, infinity_server
 
         with infinity_server(args.infinity_port, batch_size=args.request_size) as url:
-            infinity_http = openai_sender(url, '/embeddings', SERVED_NAME)
-            infinity_http([SENTENCE] * args.request_size)
-            http_rows('infinity-emb /embeddings (torch)', infinity_http)
+            http_rows('infinity-emb /embeddings (torch)', f'{url}/embeddings', openai_body(SERVED_NAME))
 
-    order = {workload: i for i, workload in enumerate([*workloads, one_doc])}
+    order = {workload: i for i, workload in enumerate([*workloads, *(load[0] for load in one_doc_loads)])}
     rows.sort(key=lambda row: order[row[0]])  # stable: peers keep their order within a workload
     header = (
         '| workload | peer (backend) | docs/s | / in-process torch | / in-process OpenVINO | p50 ms | p99 ms |\n'
@@ -257,11 +325,11 @@ def main() -> None:
     print(where)
     print(table)
     if args.markdown:
+        chart = f'\n![docs/s per workload and peer]({os.path.basename(args.chart)})\n' if args.chart else ''
+        notes = kept_notes(args.markdown)  # read before the file is rewritten
+        today = time.strftime('%Y-%m-%d')
         with open(args.markdown, 'w') as out:
-            chart = f'\n![docs/s per workload and peer]({os.path.basename(args.chart)})\n' if args.chart else ''
-            out.write(
-                f'# Benchmarks\n\nWritten by `make bench` ({time.strftime("%Y-%m-%d")}). {where}\n\n{table}\n{chart}'
-            )
+            out.write(f'# Benchmarks\n\nWritten by `make bench` ({today}). {where}\n\n{table}\n{chart}{notes}')
     if args.chart:
         write_chart(rows, args.chart, where)
 

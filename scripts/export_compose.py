@@ -192,6 +192,11 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str) -> dic
             'MAX_INPUTS_PER_REQUEST=${MAX_INPUTS_PER_REQUEST:-2048}',
             # On SIGTERM, requests in flight get this long to finish (under stop_grace_period, then SIGKILL).
             'DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-20}',
+            # Joining concurrent HTTP requests into one encoder request (gateway/coalescer.py; README, Configuration).
+            'HTTP_BATCH_MAX_DOCS=${HTTP_BATCH_MAX_DOCS:-64}',
+            'HTTP_BATCH_WAIT_MS=${HTTP_BATCH_WAIT_MS:-20}',
+            'HTTP_BATCHES_IN_FLIGHT=${HTTP_BATCHES_IN_FLIGHT:-1}',
+            'ACCESS_LOG=${ACCESS_LOG:-0}',
         ],
         # Read-only: the gateway only reads the tokenizer from the cache the encoder's weights come from.
         'volumes': ['${MODEL_CACHE_DIR:-~/.cache/huggingface}:/home/gateway/.cache/huggingface:ro'],

@@ -101,6 +101,8 @@ def configmap(document: dict, deployment: str) -> dict:
         document['data']['HF_HUB_OFFLINE'] = '0'
     else:
         document['data']['DRAIN_TIMEOUT_S'] = '20'
+        # The gateway's joining of concurrent HTTP requests (gateway/coalescer.py), as compose.yml sets it.
+        document['data'].update(HTTP_BATCH_MAX_DOCS='64', HTTP_BATCH_WAIT_MS='20', HTTP_BATCHES_IN_FLIGHT='1')
     return document
 
 

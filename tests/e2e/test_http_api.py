@@ -85,5 +85,6 @@ def test_prometheus_metrics_on_loopback(stack: Stack):
     assert 'jina_process_request_seconds' in encoder  # jina's own per-endpoint latency
     gateway = requests.get(f'http://127.0.0.1:{ports["GATEWAY_METRICS_PORT"]}/', timeout=10).text
     assert 'jina_receiving_request_seconds' in gateway or 'jina_sending_request_seconds' in gateway
+    assert 'jina_gateway_joined_batch_texts_sum' in gateway  # HTTP requests joined into encoder requests
     published = stack.compose('port', 'encoder', '9091').stdout.strip()
     assert published.startswith('127.0.0.1:'), published

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -149,3 +150,55 @@ def test_configured_limits_answer_413_and_400_naming_the_limit(api_with_key):
     assert native.status_code == 422 and 'limit of 4' in native.json()['detail']
     fits = requests.post(f'{api_with_key}/encode', json={'data': [{'text': 'a'}] * 4}, headers=headers, timeout=30)
     assert fits.status_code == 200 and len(fits.json()['data']) == 4
+
+
+def test_one_text_requests_joined_into_batches_each_get_their_own_embedding(api, reference_model):
+    """The gateway joins concurrent HTTP requests into one encoder request (gateway/coalescer.py): /v1/embeddings and
+    /encode alike, mixed. Bad ones among them are refused alone, each with its own 4xx, before anything is joined."""
+    texts = [f'one text per request, number {i}' for i in range(48)]
+
+    def good(i: int) -> tuple[str, dict]:
+        if i % 2:
+            return '/v1/embeddings', {'input': texts[i], 'model': 'x'}
+        return '/encode', {'data': [{'id': f'doc-{i}', 'text': texts[i]}]}
+
+    bad = [
+        ('/v1/embeddings', {'input': ''}, 400, 'empty texts at index [0]'),
+        ('/v1/embeddings', {'input': 7}, 400, 'input'),
+        ('/encode', {'data': [{'id': 'blank', 'text': ' '}]}, 422, 'empty text: ids blank'),
+        ('/encode', {'data': [{'id': 'number', 'text': 5}]}, 422, 'text is not a string (int): ids number'),
+    ]
+    sent = [good(i) for i in range(len(texts))]
+    for position, (path, body, _, _) in zip((5, 17, 30, 41), bad, strict=True):
+        sent.insert(position, (path, body))
+
+    def post(request: tuple[str, dict]) -> requests.Response:
+        path, body = request
+        return requests.post(f'{api}{path}', json=body, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=len(sent)) as pool:
+        replies = list(pool.map(post, sent))
+    for position, (_, _, status, message) in zip((41, 30, 17, 5), reversed(bad), strict=True):
+        refused = replies.pop(position)
+        assert refused.status_code == status and message in refused.text, refused.text
+    assert [reply.status_code for reply in replies] == [200] * len(texts)
+    vectors = []
+    for i, reply in enumerate(replies):
+        body = reply.json()
+        if i % 2:
+            assert body['usage']['prompt_tokens'] > 0
+            vectors.append(body['data'][0]['embedding'])
+        else:
+            assert (body['data'][0]['id'], body['data'][0]['text']) == (f'doc-{i}', texts[i])
+            vectors.append(body['data'][0]['embedding'])
+    assert cosine_rows(np.array(vectors), reference_model.encode(texts)).min() >= 0.9999
+
+
+def test_encode_with_parameters_takes_jinas_route(api, reference_model):
+    """Only plain /encode requests are joined; one with `parameters` is Jina's own route, which applies them."""
+    body = {'data': [{'text': 'hello world'}], 'parameters': {'normalize': True}}
+    reply = requests.post(f'{api}/encode', json=body, timeout=30)
+    assert reply.status_code == 200
+    vector = np.array(reply.json()['data'][0]['embedding'])
+    assert abs(np.linalg.norm(vector) - 1) < 1e-4
+    assert cosine_rows([vector], reference_model.encode(['hello world'])).min() >= 0.9999
