@@ -119,12 +119,28 @@ def image_variable(image: str) -> str:
     return f'${{{variable}:-{image}}}'
 
 
-def encoder_service(exported: dict, replica: int) -> dict:
+def build_section(context: str, dockerfile: str, **args: str) -> dict:
+    """How compose builds the image when it is missing (`docker compose up` on a host where a registry is
+    reachable: the base image and PyPI). `make build` is the offline way: scripts/build-images.sh, a local base image
+    and a wheelhouse served on 127.0.0.1 (BASE_IMAGE and WHEELHOUSE_URL here take the same values)."""
+    return {
+        'context': context,
+        'dockerfile': dockerfile,
+        'args': {
+            **args,
+            'BASE_IMAGE': '${BASE_IMAGE:-python:3.11.14-slim-bookworm}',
+            'WHEELHOUSE_URL': '${WHEELHOUSE_URL:-}',
+        },
+    }
+
+
+def encoder_service(exported: dict, replica: int, context: str) -> dict:
     """The encoder (one replica of it) as the exporter wrote it, plus what production needs."""
     port = exported['command'][exported['command'].index('--port') + 1]
     environment = [line for line in exported.get('environment', []) if not line.startswith('HF_HUB_OFFLINE=')]
     service = {
         'image': image_variable(exported['image']),
+        'build': build_section(context, 'executor/Dockerfile', DEVICE='cpu'),
         'entrypoint': exported['entrypoint'],
         'command': interpolated_uses_with(exported['command']),
         'environment': [
@@ -174,13 +190,14 @@ def published(port: str | int, variable: str, host_offset: int = 0) -> str:
     return f'${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}:-{int(port) + host_offset}}}:{port}'
 
 
-def gateway_service(exported: dict, encoder_names: list[str], model: str) -> dict:
+def gateway_service(exported: dict, encoder_names: list[str], model: str, context: str) -> dict:
     """The gateway as the exporter wrote it, published on 127.0.0.1 and started once the encoder is healthy."""
     command = exported['command']
     at = command.index('--port') + 1
     grpc_port, http_port = command[at], command[at + 1]
     service = {
         'image': f'${{GATEWAY_IMAGE:-{exported["image"]}}}',
+        'build': build_section(context, 'gateway/Dockerfile'),
         'entrypoint': exported['entrypoint'],
         'command': command,
         'environment': [
@@ -238,12 +255,13 @@ def gpu_reservation(device: dict, replica: int, replicas: int) -> dict:
     return device
 
 
-def build_compose_files(flow: dict) -> tuple[dict, dict]:
+def build_compose_files(flow: dict, context: str = '.') -> tuple[dict, dict]:
+    """The CPU compose file and the GPU overlay; `context` is the repository, relative to where they are written."""
     cpu, gpu = jina_export(flow), jina_export(gpu_flow(flow))
     encoder_names = [name for name in cpu['services'] if name != 'gateway']
-    services = {name: encoder_service(cpu['services'][name], i) for i, name in enumerate(encoder_names)}
+    services = {name: encoder_service(cpu['services'][name], i, context) for i, name in enumerate(encoder_names)}
     model = flow['executors'][0].get('uses_with', {}).get('model', 'sentence-transformers/all-MiniLM-L6-v2')
-    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names, model)
+    services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names, model, context)
     compose = {'name': 'sentence-encoder', 'services': services, 'networks': cpu['networks']}
 
     overlay_services = {}
@@ -252,6 +270,7 @@ def build_compose_files(flow: dict) -> tuple[dict, dict]:
         devices = exported['deploy']['resources']['reservations']['devices']
         overlay_services[name] = {
             'image': image_variable(exported['image']),
+            'build': {'args': {'DEVICE': 'gpu'}},  # merged into the CPU file's build section: CUDA torch
             'command': interpolated_uses_with(exported['command']),
             'deploy': {
                 'resources': {'reservations': {'devices': [gpu_reservation(d, i, len(encoder_names)) for d in devices]}}
@@ -270,8 +289,9 @@ def main() -> None:
     parser.add_argument('--replicas', type=int, help="encoder replicas (default: flow.yml's)")
     parser.add_argument('--output-dir', type=Path, default=REPO, help='where to write (default: the repository)')
     args = parser.parse_args()
-    compose, overlay = build_compose_files(with_replicas(yaml.safe_load(FLOW.read_text()), args.replicas))
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    context = os.path.relpath(REPO, args.output_dir.resolve())
+    compose, overlay = build_compose_files(with_replicas(yaml.safe_load(FLOW.read_text()), args.replicas), context)
     outputs = {
         args.output_dir / 'compose.yml': render(compose, 'The CPU stack: make up, or docker compose up -d --wait'),
         args.output_dir / 'compose.gpu.yml': render(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from compose_stack import Stack, stack_env
 from docarray import DocList
 from docarray.documents import TextDoc
-from helpers import cosine_rows
+from helpers import REPO, cosine_rows
 from jina import Client
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,19 @@ def test_gpu_overlay_reserves_nvidia_devices_for_the_encoder_only(tmp_path):
     # everything else about the encoder comes from compose.yml unchanged
     assert encoder['healthcheck']['test'][-2:] == ['/app/healthcheck.py', '8081']
     assert encoder['volumes'][0]['target'] == '/home/encoder/.cache/huggingface'
+
+
+def test_compose_builds_missing_images_from_the_repository(tmp_path):
+    """`docker compose -f compose.yml -f compose.gpu.yml up` builds a missing image (CUDA torch for the overlay)
+    instead of failing to pull it; `make build` is the offline way."""
+    for files, device in ((('compose.yml',), 'cpu'), (('compose.yml', 'compose.gpu.yml'), 'gpu')):
+        stack = Stack(project='sentence-encoder-config', env_overrides=stack_env(tmp_path), files=files)
+        services = json.loads(stack.compose('config', '--format', 'json').stdout)['services']
+        encoder, gateway = services['encoder']['build'], services['gateway']['build']
+        assert Path(encoder['context']) == Path(gateway['context']) == REPO
+        assert (REPO / encoder['dockerfile']).is_file() and (REPO / gateway['dockerfile']).is_file()
+        assert encoder['args']['DEVICE'] == device
+        assert encoder['args']['BASE_IMAGE'] == gateway['args']['BASE_IMAGE'] == 'python:3.11.14-slim-bookworm'
 
 
 def test_gpu_count_is_configurable(tmp_path):
