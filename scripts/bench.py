@@ -22,6 +22,7 @@ Prints a table (docs/s, ratios to both in-process rows, p50 and p99 request late
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import random
@@ -75,11 +76,7 @@ def timed_batches(
     elapsed = time.perf_counter() - started
     sent = sum(len(batch) for batch in batches)
     assert returned == sent, f'{sent - returned} docs missing from the replies'
-    return {
-        'docs_per_s': sent / elapsed,
-        'p50_ms': 1000 * statistics.median(latencies),
-        'p99_ms': 1000 * percentile(latencies, 0.99),
-    }
+    return {'docs': sent, 'seconds': elapsed, 'latencies': latencies}
 
 
 def streamed_grpc(client, texts: list[str], request_size: int, label: str) -> dict:
@@ -115,11 +112,7 @@ def streamed_grpc(client, texts: list[str], request_size: int, label: str) -> di
     elapsed = time.perf_counter() - started
     progress.close()
     assert returned == len(texts), f'{len(texts) - returned} docs missing from the replies'
-    return {
-        'docs_per_s': len(texts) / elapsed,
-        'p50_ms': 1000 * statistics.median(latencies),
-        'p99_ms': 1000 * percentile(latencies, 0.99),
-    }
+    return {'docs': len(texts), 'seconds': elapsed, 'latencies': latencies}
 
 
 def http_load(
@@ -130,6 +123,7 @@ def http_load(
     import asyncio
 
     import aiohttp
+    import orjson
     from tqdm import tqdm
 
     latencies: list[float] = []
@@ -142,7 +136,7 @@ def http_load(
             started = time.perf_counter()
             async with session.post(url, json=body(batch), timeout=aiohttp.ClientTimeout(total=300)) as reply:
                 reply.raise_for_status()
-                vectors = (await reply.json())['data']
+                vectors = orjson.loads(await reply.read())['data']  # a C parser: the client's CPU is the stack's
             latencies.append(time.perf_counter() - started)
             assert len(vectors) == len(batch) and all(vector['embedding'] for vector in vectors), 'incomplete reply'
             returned += len(batch)
@@ -168,11 +162,28 @@ def http_load(
     progress.close()
     sent = sum(len(batch) for batch in batches)
     assert returned == sent, f'{sent - returned} docs missing from the replies'
+    return {'docs': sent, 'seconds': elapsed, 'latencies': latencies}
+
+
+TORCH_ROW = 'in-process torch batch 32'
+OPENVINO_ROW = 'in-process OpenVINO batch 32'
+
+
+def summary(results: list[dict]) -> dict:
+    """docs/s over all rounds, and latency percentiles over all requests."""
+    latencies = [latency for result in results for latency in result['latencies']]
     return {
-        'docs_per_s': sent / elapsed,
+        'docs_per_s': sum(result['docs'] for result in results) / sum(result['seconds'] for result in results),
         'p50_ms': 1000 * statistics.median(latencies),
         'p99_ms': 1000 * percentile(latencies, 0.99),
     }
+
+
+def median_ratio(results: list[dict], ceilings: list[dict]) -> float:
+    """The median over rounds of this row's docs/s divided by the ceiling row's docs/s in the same round."""
+    rate = [result['docs'] / result['seconds'] for result in results]
+    ceiling = [result['docs'] / result['seconds'] for result in ceilings]
+    return statistics.median(mine / theirs for mine, theirs in zip(rate, ceiling, strict=True))
 
 
 def openai_body(model: str) -> Callable[[list[str]], dict]:
@@ -224,6 +235,7 @@ def main() -> None:
     parser.add_argument('--varied-docs', type=int, default=1_000)
     parser.add_argument('--single-docs', type=int, default=2_000, help='one-doc HTTP requests per in-flight level')
     parser.add_argument('--request-size', type=int, default=32)
+    parser.add_argument('--rounds', type=int, default=3, help='each row measured this many times, rows in turn')
     parser.add_argument('--grpc-port', type=int, default=int(os.environ.get('GRPC_PORT', 50051)))
     parser.add_argument('--http-port', type=int, default=int(os.environ.get('HTTP_PORT', 8080)))
     parser.add_argument('--infinity', action='store_true', help='also measure infinity-emb (installs it once)')
@@ -260,7 +272,7 @@ def main() -> None:
         'varied 5-200 words, request_size 32': varied_texts(args.varied_docs),
     }
     workloads = {name: texts for name, texts in workloads.items() if texts}  # --varied-docs 0 skips that one
-    # One-doc requests: (workload, requests in flight, how many requests).
+    # One-doc requests: (workload, requests in flight, how many requests in all).
     one_doc_loads = [
         ('one-doc requests, 32 in flight', 32, args.single_docs),
         ('one-doc requests, 128 in flight', 128, args.single_docs),
@@ -269,59 +281,68 @@ def main() -> None:
     for warm_up in (in_process, in_process_openvino):  # first-call costs
         warm_up([SENTENCE] * args.request_size)
 
-    # (workload, peer, result); every row is compared with both in-process rows of its workload.
-    rows: list[tuple[str, str, dict]] = []
-    torch_ceilings: dict[str, dict] = {}
-    openvino_ceilings: dict[str, dict] = {}
-
-    def record(workload: str, peer: str, result: dict) -> dict:
-        rows.append((workload, peer, result))
-        return result
-
-    def http_rows(peer: str, url: str, body: Callable[[list[str]], dict], batched: bool = True) -> None:
-        if batched:
-            for workload, texts in workloads.items():
-                batches = in_batches(texts, args.request_size)
-                record(workload, peer, http_load(url, body, batches, 4, f'{peer}: {workload}'))
-        for workload, in_flight, count in one_doc_loads:
-            singles = in_batches([SENTENCE] * count, 1)
-            record(workload, peer, http_load(url, body, singles, in_flight, f'{peer}: {workload}'))
-
-    for workload, texts in workloads.items():
-        batches = in_batches(texts, args.request_size)
-        result = timed_batches(batches, in_process, 1, f'in-process torch: {workload}')
-        torch_ceilings[workload] = record(workload, 'in-process torch batch 32', result)
-        result = timed_batches(batches, in_process_openvino, 1, f'in-process OpenVINO: {workload}')
-        openvino_ceilings[workload] = record(workload, 'in-process OpenVINO batch 32', result)
-        result = streamed_grpc(client, texts, args.request_size, f'stack gRPC: {workload}')
-        record(workload, f'stack gRPC (streamed, {stack_backend})', result)
-    for ceilings in (torch_ceilings, openvino_ceilings):  # the same sentence, encoded in batches of 32
-        for workload, _, _ in one_doc_loads:
-            ceilings[workload] = ceilings['tutorial, request_size 32']
     openai = openai_body(model_name)
-    http_rows(f'stack HTTP /v1/embeddings ({stack_backend})', f'{stack_url}/v1/embeddings', openai)
-    http_rows(f'stack HTTP /encode ({stack_backend})', f'{stack_url}/encode', native_body, batched=False)
-    if args.infinity:
-        from infinity_peer import SERVED_NAME, infinity_server
+    http_peers = [  # (peer, url, request body, whether it runs the batched workloads)
+        (f'stack HTTP /v1/embeddings ({stack_backend})', f'{stack_url}/v1/embeddings', openai, True),
+        (f'stack HTTP /encode ({stack_backend})', f'{stack_url}/encode', native_body, False),
+    ]
+    # Every row is measured once per round, rows in turn, a 1/rounds share of each workload per round: these machines
+    # drift by 20% and more within minutes, so each ratio is taken within a round and the median of the rounds kept.
+    measured: dict[tuple[str, str], list[dict]] = {}
 
-        with infinity_server(args.infinity_port, batch_size=args.request_size) as url:
-            http_rows('infinity-emb /embeddings (torch)', f'{url}/embeddings', openai_body(SERVED_NAME))
+    def measure(workload: str, peer: str, result: dict) -> None:
+        measured.setdefault((workload, peer), []).append(result)
 
+    with contextlib.ExitStack() as running:
+        if args.infinity:
+            from infinity_peer import SERVED_NAME, infinity_server
+
+            url = running.enter_context(infinity_server(args.infinity_port, batch_size=args.request_size))
+            http_peers.append(('infinity-emb /embeddings (torch)', f'{url}/embeddings', openai_body(SERVED_NAME), True))
+        for _, url, body, _ in http_peers:  # connections, first-request costs
+            http_load(url, body, [[SENTENCE] * args.request_size], 1, 'warm-up')
+        for round_ in range(args.rounds):
+            tag = f'round {round_ + 1}/{args.rounds}'
+            for workload, texts in workloads.items():
+                share = texts[round_ :: args.rounds]
+                batches = in_batches(share, args.request_size)
+                measure(workload, TORCH_ROW, timed_batches(batches, in_process, 1, f'{tag} in-process torch'))
+                measure(workload, OPENVINO_ROW, timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO'))
+                peer = f'stack gRPC (streamed, {stack_backend})'
+                measure(workload, peer, streamed_grpc(client, share, args.request_size, f'{tag} {peer}'))
+                for peer, url, body, batched in http_peers:
+                    if batched:
+                        measure(workload, peer, http_load(url, body, batches, 4, f'{tag} {peer}: {workload}'))
+            for workload, in_flight, count in one_doc_loads:
+                singles = in_batches([SENTENCE] * max(count // args.rounds, 1), 1)
+                for peer, url, body, _ in http_peers:
+                    measure(workload, peer, http_load(url, body, singles, in_flight, f'{tag} {peer}: {workload}'))
+
+    def ceiling_of(workload: str) -> str:  # one-doc requests send the tutorial's sentence
+        return workload if workload in workloads else 'tutorial, request_size 32'
+
+    rows = [(workload, peer, summary(results)) for (workload, peer), results in measured.items()]
     order = {workload: i for i, workload in enumerate([*workloads, *(load[0] for load in one_doc_loads)])}
     rows.sort(key=lambda row: order[row[0]])  # stable: peers keep their order within a workload
+    for workload, peer, result in rows:
+        for name, ceiling in (('torch', TORCH_ROW), ('openvino', OPENVINO_ROW)):
+            result[f'per_{name}'] = median_ratio(measured[workload, peer], measured[ceiling_of(workload), ceiling])
     header = (
         '| workload | peer (backend) | docs/s | / in-process torch | / in-process OpenVINO | p50 ms | p99 ms |\n'
         '| --- | --- | --- | --- | --- | --- | --- |'
     )
     lines = [
         f'| {workload} | {peer} | {result["docs_per_s"]:.0f} '
-        f'| {result["docs_per_s"] / torch_ceilings[workload]["docs_per_s"]:.2f} '
-        f'| {result["docs_per_s"] / openvino_ceilings[workload]["docs_per_s"]:.2f} '
+        f'| {result["per_torch"]:.2f} | {result["per_openvino"]:.2f} '
         f'| {result["p50_ms"]:.1f} | {result["p99_ms"]:.1f} |'
         for workload, peer, result in rows
     ]
     table = '\n'.join([header, *lines])
-    where = f'Machine: {machine()}, no GPU used (CPU stack). Client, stack and peers share the machine.'
+    where = (
+        f'Machine: {machine()}, no GPU used (CPU stack). Client, stack and peers share the machine. Each row was '
+        f'measured in {args.rounds} rounds, every row in turn in each; docs/s and latencies are over all rounds, the '
+        'ratios the median of the per-round ratios.'
+    )
     print(where)
     print(table)
     if args.markdown:
