@@ -144,6 +144,9 @@ def test_configured_limits_answer_413_and_400_naming_the_limit(api_with_key):
     headers = {'Authorization': f'Bearer {API_KEY}'}
     too_big = requests.post(f'{api_with_key}/v1/embeddings', json={'input': 'x' * 3000}, headers=headers, timeout=10)
     assert too_big.status_code == 413 and 'MAX_BODY_BYTES' in too_big.json()['error']['message']
+    chunked = (part.encode() for part in ('{"input": "', 'x' * 3000, '"}'))  # no Content-Length to refuse up front
+    too_big = requests.post(f'{api_with_key}/v1/embeddings', data=chunked, headers=headers, timeout=10)
+    assert too_big.status_code == 413 and 'MAX_BODY_BYTES' in too_big.json()['error']['message']
     too_many = requests.post(f'{api_with_key}/v1/embeddings', json={'input': ['a'] * 5}, headers=headers, timeout=10)
     assert too_many.status_code == 400 and 'limit of 4' in too_many.json()['error']['message']
     native = requests.post(f'{api_with_key}/encode', json={'data': [{'text': 'a'}] * 5}, headers=headers, timeout=10)
