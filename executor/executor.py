@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+# Listed before executor.py in config.yml's py_modules; jina-free, so the GPU benchmark imports it where jina is not.
+from devices import StartupError, resolve_backend, resolve_device, resolve_dtype
 from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, dynamic_batching, requests
@@ -21,8 +24,9 @@ from jina.serve.runtimes.worker.batch_queue import BatchQueue
 from pydantic import validator
 from sentence_transformers import SentenceTransformer
 
+__all__ = ['BadRequestError', 'SentenceEncoder', 'StartupError', 'load_model', 'resolve_backend', 'resolve_device']
+
 DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
-DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 # How many offending ids an error message lists before it says "and N more".
 MAX_IDS_IN_ERROR = 10
 # Dynamic batching (Jina's): docs of concurrent requests are encoded together, up to PREFERRED_BATCH_SIZE docs, after
@@ -34,72 +38,20 @@ BATCH_WAIT_MS = 10
 UNBATCHED_ENDPOINT = '/encode_unbatched'
 
 
-# Inference engines: sentence-transformers' own backends. OpenVINO runs the same model about 3x faster on x86 CPUs
-# (docs/benchmarks.md) from an IR that `make model` writes into the model's files; torch is what CUDA runs.
-BACKENDS = ('auto', 'torch', 'openvino')
+# Where `make model` writes the OpenVINO IR in the model's files (the backends: devices.py).
 OPENVINO_IR = 'openvino/openvino_model.xml'
+# OpenVINO's CPU plugin keeps compiled kernels for every input shape it has seen (batch size x token count), 5,000 by
+# default at ~1 MiB each: with texts of varied lengths the encoder grew by ~35 MiB per 40 new shapes without end
+# (the soak test caught it), towards GBs. Capped at 200 shapes it levels off ~200 MiB above its start, for ~10% of
+# speed on never-seen shapes only (measured in-process, varied texts; repeated shapes stay cached). 0 disables it.
+OPENVINO_SHAPE_CACHE = int(os.environ.get('OPENVINO_SHAPE_CACHE', '200'))
 # Encoded once before the executor reports ready, so that the first user request does not pay for compilation and
 # first-call allocations (TEI and Infinity warm up too). Short and long texts: shapes differ with the length.
 WARM_UP_TEXTS = ['warm up', 'a longer text to warm up the encoder with, so that it sees more than one shape ' * 8]
 
 
-class StartupError(RuntimeError):
-    """The executor cannot serve as configured. The message is one line saying what is wrong and what to do."""
-
-
 class BadRequestError(ValueError):
     """A request the executor refuses; the executor itself keeps serving."""
-
-
-def resolve_device(requested: str) -> str:
-    """Turn `auto` / `cpu` / `cuda` / `cuda:N` into a torch device that exists on this host, or fail clearly."""
-    requested = (requested or 'auto').strip().lower()
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if requested == 'auto':
-        return 'cuda' if gpus else 'cpu'
-    if requested == 'cpu':
-        return 'cpu'
-    if requested == 'cuda' or requested.startswith('cuda:'):
-        if gpus == 0:
-            raise StartupError(
-                f"device='{requested}' was asked for but torch {torch.__version__} sees no CUDA GPU "
-                f'(CUDA build: {torch.version.cuda or "none, this is a CPU-only torch"}). '
-                "Use device='cpu' or 'auto', or run on a host with an NVIDIA GPU and driver "
-                '(with Docker: nvidia-container-toolkit and `make up-gpu`).'
-            )
-        index = requested.partition(':')[2]
-        if index and (not index.isdigit() or int(index) >= gpus):
-            raise StartupError(
-                f"device='{requested}' does not exist: torch sees {gpus} CUDA GPU(s), cuda:0 to cuda:{gpus - 1}. "
-                "Use one of those, or 'cuda' for the first."
-            )
-        return requested
-    raise StartupError(f"device='{requested}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'.")
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise StartupError(f"dtype='{dtype}' is not one of {', '.join(DTYPES)}.")
-    if dtype != 'float32' and not device.startswith('cuda'):
-        # Half precision on CPU is slower than float32 and some kernels lack it: refuse rather than surprise.
-        raise StartupError(f"dtype='{dtype}' needs a CUDA device (device resolved to '{device}'); use dtype='float32'.")
-    return DTYPES[dtype]
-
-
-def resolve_backend(requested: str, device: str) -> str:
-    """`auto` is OpenVINO on the CPU and torch on CUDA; OpenVINO cannot drive an NVIDIA GPU."""
-    requested = (requested or 'auto').strip().lower()
-    if requested not in BACKENDS:
-        raise StartupError(f"backend='{requested}' is not one of {', '.join(BACKENDS)}.")
-    on_cuda = device.startswith('cuda')
-    if requested == 'auto':
-        return 'torch' if on_cuda else 'openvino'
-    if requested == 'openvino' and on_cuda:
-        raise StartupError(
-            f"backend='openvino' runs on the CPU only (OpenVINO has no NVIDIA GPU support), and device resolved to "
-            f"'{device}'. Use backend='torch' (or 'auto') with a CUDA device, or device='cpu' for OpenVINO."
-        )
-    return requested
 
 
 def hf_hub_cache() -> Path:
@@ -183,7 +135,8 @@ def load_model(model: str, device: str, dtype: torch.dtype, backend: str = 'torc
     if backend == 'openvino':
         # From the model's own directory, so that nothing asks the hub which files the repository has.
         source = openvino_model_dir(model, is_local_dir)
-        options = {'backend': 'openvino', 'model_kwargs': {'file_name': OPENVINO_IR}}
+        ov_config = {'PERFORMANCE_HINT': 'LATENCY', 'CPU_RUNTIME_CACHE_CAPACITY': str(OPENVINO_SHAPE_CACHE)}
+        options = {'backend': 'openvino', 'model_kwargs': {'file_name': OPENVINO_IR, 'ov_config': ov_config}}
     try:
         encoder = SentenceTransformer(source, device=device, **options)
     except OSError as error:  # what transformers raises for a missing or unreadable model

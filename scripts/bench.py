@@ -1,7 +1,6 @@
 """Benchmark the running stack against in-process `model.encode` at batch 32 with both backends (torch, and OpenVINO
-from the IR `make model` wrote), and OpenVINO at the stack's pass size (flow.yml's batch_size, 64), on the same
-machine, in the same run (ratios only mean something within one run: these machines are noisy). The stack rows name
-the backend the stack runs (ENCODER_BACKEND, openvino by default). Workloads:
+from the IR `make model` wrote) on the same machine, in the same run (ratios only mean something within one run: these
+machines are noisy). The stack rows name the backend the stack runs (ENCODER_BACKEND, openvino by default). Workloads:
 
 - the tutorial's: 10,000 copies of its sentence, request_size 32: over gRPC as the tutorial sends it (one
   `Client.post`, jina streaming the requests), and over HTTP (4 requests in flight);
@@ -168,10 +167,6 @@ def http_load(
 
 TORCH_ROW = 'in-process torch batch 32'
 OPENVINO_ROW = 'in-process OpenVINO batch 32'
-# The stack encodes in passes of flow.yml's batch_size (64): the bare model at that size too, so that the table shows
-# what the larger pass gives the model alone (the ratio columns stay against batch 32, the tutorial's size).
-SERVED_BATCH_SIZE = 64
-OPENVINO_SERVED_ROW = f"in-process OpenVINO batch {SERVED_BATCH_SIZE} (the stack's pass size)"
 
 
 def summary(results: list[dict]) -> dict:
@@ -272,9 +267,6 @@ def main() -> None:
     def in_process_openvino(batch: list[str]) -> int:
         return len(openvino_model.encode(batch, batch_size=args.request_size))
 
-    def in_process_openvino_served(batch: list[str]) -> int:
-        return len(openvino_model.encode(batch, batch_size=SERVED_BATCH_SIZE))
-
     workloads = {
         'tutorial, request_size 32': [SENTENCE] * args.docs,
         'varied 5-200 words, request_size 32': varied_texts(args.varied_docs),
@@ -316,9 +308,6 @@ def main() -> None:
                 batches = in_batches(share, args.request_size)
                 measure(workload, TORCH_ROW, timed_batches(batches, in_process, 1, f'{tag} in-process torch'))
                 measure(workload, OPENVINO_ROW, timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO'))
-                served_batches = in_batches(share, SERVED_BATCH_SIZE)
-                result = timed_batches(served_batches, in_process_openvino_served, 1, f'{tag} OpenVINO, served size')
-                measure(workload, OPENVINO_SERVED_ROW, result)
                 peer = f'stack gRPC (streamed, {stack_backend})'
                 measure(workload, peer, streamed_grpc(client, share, args.request_size, f'{tag} {peer}'))
                 for peer, url, body, batched in http_peers:

