@@ -406,7 +406,7 @@ class HTTPGuard:
         gateway.in_flight += 1
         started = False
 
-        async def send_or_drain_error(message) -> None:
+        async def send_noting_the_start(message) -> None:
             nonlocal started
             if message['type'] == 'http.response.start':
                 started = True
@@ -424,7 +424,7 @@ class HTTPGuard:
                 if gateway.draining and direct.status_code == 500:
                     direct = unanswered_at_shutdown()
                 return await direct(scope, receive, send)
-            await self.app(scope, receive, send_or_drain_error)
+            await self.app(scope, receive, send_noting_the_start)
         except Exception:
             if not gateway.draining or started:
                 raise
