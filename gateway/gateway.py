@@ -21,6 +21,7 @@ import base64
 import hmac
 import json
 import os
+import re
 import uuid
 from typing import Literal
 
@@ -533,7 +534,25 @@ def check_native_body(body) -> str | None:
     carrying = [i for i, doc in enumerate(docs) if isinstance(doc, dict) and doc.get('embedding') is not None]
     if carrying:
         return f'docs at index {carrying[:10]} carry an `embedding`: leave it out, the encoder fills it'
-    return describe_bad_texts(docs)
+    return describe_bad_target(body.get('header')) or describe_bad_texts(docs)
+
+
+def describe_bad_target(header) -> str | None:
+    """Jina reads `header.targetExecutor` as a regular expression and answered one that does not compile with a 500
+    (schemathesis found it)."""
+    if not isinstance(header, dict):
+        return None
+    target = header.get('targetExecutor', header.get('target_executor'))
+    if not isinstance(target, str) or not target:
+        return None
+    try:
+        re.compile(target)
+    except re.error as error:
+        return (
+            f'header.targetExecutor {target!r} is not a valid regular expression ({error}): it selects executors by '
+            'name; leave it out, or send e.g. "encoder"'
+        )
+    return None
 
 
 # Fields of a TextDoc a plain /encode request may send (the reply's own fields, null): anything more takes Jina's route.

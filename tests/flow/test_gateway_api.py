@@ -205,3 +205,13 @@ def test_encode_with_parameters_takes_jinas_route(api, reference_model):
     vector = np.array(reply.json()['data'][0]['embedding'])
     assert abs(np.linalg.norm(vector) - 1) < 1e-4
     assert cosine_rows([vector], reference_model.encode(['hello world'])).min() >= 0.9999
+
+
+def test_encode_with_a_target_executor_that_is_not_a_regex_is_a_422(api):
+    """Jina matches executors against `header.targetExecutor` as a regular expression; one that does not compile was a
+    500 (schemathesis found it)."""
+    body = {'data': [{'text': 'hello'}], 'header': {'targetExecutor': '[unclosed'}}
+    reply = requests.post(f'{api}/encode', json=body, timeout=30)
+    assert reply.status_code == 422 and 'targetExecutor' in reply.json()['detail']
+    fine = requests.post(f'{api}/encode', json={**body, 'header': {'targetExecutor': 'executor.*'}}, timeout=30)
+    assert fine.status_code == 200
