@@ -60,9 +60,9 @@ OPENAI_REQUEST_FIELDS = {'input', 'model', 'encoding_format', 'user'}
 ACCESS_LOG = os.environ.get('ACCESS_LOG', '').strip().lower() in {'1', 'true', 'yes', 'on'}
 # The encoder's /encode without its dynamic-batching wait (executor.py): joined HTTP requests are batches already.
 UNBATCHED_ENDPOINT = '/encode_unbatched'
-# Joining concurrent HTTP requests (coalescer.py, docs/configuration.md). A batch leaves at once while fewer than
-# HTTP_BATCHES_IN_FLIGHT batches per encoder replica are out; otherwise requests gather until one comes back,
-# HTTP_BATCH_MAX_DOCS texts wait, or the oldest has waited HTTP_BATCH_WAIT_MS. HTTP_BATCH_MAX_DOCS=1: no joining.
+# Joining concurrent HTTP requests (coalescer.py; README, "Batching of HTTP requests"). A batch leaves at once while
+# fewer than HTTP_BATCHES_IN_FLIGHT batches per encoder replica are out; otherwise requests gather until one comes
+# back, HTTP_BATCH_MAX_DOCS texts wait, or the oldest has waited HTTP_BATCH_WAIT_MS. HTTP_BATCH_MAX_DOCS=1: no joining.
 HTTP_BATCH_MAX_DOCS = int(os.environ.get('HTTP_BATCH_MAX_DOCS', '64'))
 HTTP_BATCH_WAIT_MS = float(os.environ.get('HTTP_BATCH_WAIT_MS', '20'))
 HTTP_BATCHES_IN_FLIGHT = int(os.environ.get('HTTP_BATCHES_IN_FLIGHT', '1'))
@@ -236,9 +236,10 @@ class EmbeddingHTTPGateway(HTTPGateway):
         blank = [i for i, text in enumerate(texts) if not text.strip()]
         if blank:
             return openai_error(400, f'`input` has empty texts at index {blank[:10]}', 'input')
-        result = await self._encode(texts)
-        if isinstance(result, JSONResponse):
-            return result
+        try:
+            result = await self._coalescer.encode(texts)
+        except EncoderRefused as error:
+            return openai_error(error.status, str(error), 'input' if error.input_fault else None, error.headers)
         data = [
             {'index': i, 'object': 'embedding', 'embedding': encode_vector(vector, encoding_format)}
             for i, vector in enumerate(result)
@@ -267,13 +268,6 @@ class EmbeddingHTTPGateway(HTTPGateway):
         docs = plain_native_docs(parsed)
         return None if docs is None else await self.encode_plain_native(docs)
 
-    async def _encode(self, texts: list[str]):
-        """The texts' vectors in order (joined with other requests' texts), or an OpenAI-shaped error."""
-        try:
-            return await self._coalescer.encode(texts)
-        except EncoderRefused as error:
-            return openai_error(error.status, str(error), 'input' if error.input_fault else None, error.headers)
-
     async def _send_batch(self, texts: list[str]) -> list:
         """One encoder request for `texts`: their vectors in order, or EncoderRefused saying why not."""
         docs = DocList[TextDoc]([TextDoc(text=text) for text in texts])
@@ -300,11 +294,11 @@ class EmbeddingHTTPGateway(HTTPGateway):
 
     async def encode_plain_native(self, docs: list[dict]) -> Response:
         """Answer a plain POST /encode (docs with `id` and `text` only) through the coalescer, in Jina's reply shape."""
-        vectors = await self._encode([doc['text'] for doc in docs])
-        if isinstance(vectors, JSONResponse):  # an error: in /encode's shape, {"detail": ...}
-            detail = json.loads(vectors.body)['error']['message']
-            status = 422 if vectors.status_code == 400 else vectors.status_code
-            return JSONResponse(status_code=status, content={'detail': detail}, headers=_retry_after(vectors))
+        try:
+            vectors = await self._coalescer.encode([doc['text'] for doc in docs])
+        except EncoderRefused as error:  # in /encode's error shape, as Jina's route answers: 422 for the input's fault
+            status = 422 if error.input_fault else error.status
+            return JSONResponse(status_code=status, content={'detail': str(error)}, headers=error.headers)
         payload = {
             'data': [
                 {'id': doc.get('id'), 'text': doc['text'], 'bytes_': None, 'embedding': vector, 'url': None}
@@ -574,11 +568,6 @@ def plain_native_docs(body) -> list[dict] | None:
         if not isinstance(doc.get('id'), (str, type(None))) or doc.get('url') is not None or doc.get('bytes_'):
             return None
     return docs or None
-
-
-def _retry_after(response: Response) -> dict | None:
-    value = response.headers.get('retry-after')
-    return {'Retry-After': value} if value else None
 
 
 def describe_bad_texts(docs: list) -> str | None:
