@@ -15,12 +15,13 @@ from typing import Any, Optional
 
 import torch
 
-# Listed before executor.py in config.yml's py_modules; jina-free, so the GPU benchmark imports it where jina is not.
+# Listed before executor.py in config.yml's py_modules; jina-free (the GPU benchmark imports devices where jina is not).
 from devices import StartupError, resolve_backend, resolve_device, resolve_dtype
 from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, dynamic_batching, requests
 from jina.serve.runtimes.worker.batch_queue import BatchQueue
+from lanes import EncodingLanes, give_each_thread_its_own_infer_request
 from pydantic import validator
 from sentence_transformers import SentenceTransformer
 
@@ -45,9 +46,27 @@ OPENVINO_IR = 'openvino/openvino_model.xml'
 # (the soak test caught it), towards GBs. Capped at 200 shapes it levels off ~200 MiB above its start, for ~10% of
 # speed on never-seen shapes only (measured in-process, varied texts; repeated shapes stay cached). 0 disables it.
 OPENVINO_SHAPE_CACHE = int(os.environ.get('OPENVINO_SHAPE_CACHE', '200'))
+# OpenVINO's performance hint for the served encoder (OPENVINO_PERFORMANCE_HINT). THROUGHPUT: streams that encode
+# batches side by side (lanes.py), the most docs/s under load. LATENCY: every core on each inference, one batch at a
+# time: ~20% more one-text requests/s at 32 in flight and ~2 ms less for a lone request, ~20% fewer docs/s for bulk
+# encoding (docs/benchmarks.md has the figures).
+OPENVINO_PERFORMANCE_HINTS = ('THROUGHPUT', 'LATENCY')
 # Encoded once before the executor reports ready, so that the first user request does not pay for compilation and
 # first-call allocations (TEI and Infinity warm up too). Short and long texts: shapes differ with the length.
 WARM_UP_TEXTS = ['warm up', 'a longer text to warm up the encoder with, so that it sees more than one shape ' * 8]
+
+
+def openvino_performance_hint() -> str:
+    """OPENVINO_PERFORMANCE_HINT, or a StartupError naming the values it takes. LATENCY unless set: in-process use is
+    one caller (the stack sets THROUGHPUT in flow.yml), and a process that used the THROUGHPUT streams from several
+    threads then forked a local Flow was seen to hang in the child's OpenVINO (OpenVINO is not fork-safe)."""
+    hint = os.environ.get('OPENVINO_PERFORMANCE_HINT', 'LATENCY').strip().upper()
+    if hint not in OPENVINO_PERFORMANCE_HINTS:
+        raise StartupError(
+            f'OPENVINO_PERFORMANCE_HINT={hint!r} is not one of {", ".join(OPENVINO_PERFORMANCE_HINTS)}: THROUGHPUT '
+            'for the most docs/s under load, LATENCY for the fastest lone request.'
+        )
+    return hint
 
 
 class BadRequestError(ValueError):
@@ -120,8 +139,13 @@ def openvino_model_dir(model: str, is_local_dir: bool) -> str:
     return str(directory)
 
 
-def load_model(model: str, device: str, dtype: torch.dtype, backend: str = 'torch') -> SentenceTransformer:
-    """Load from a local directory or the HF cache; with HF_HUB_OFFLINE=1 a missing model fails in seconds."""
+def load_model(
+    model: str, device: str, dtype: torch.dtype, backend: str = 'torch', performance_hint: str = 'LATENCY'
+) -> SentenceTransformer:
+    """Load from a local directory or the HF cache; with HF_HUB_OFFLINE=1 a missing model fails in seconds.
+
+    `performance_hint` is OpenVINO's: LATENCY (all cores on each inference, the fastest for one caller) or THROUGHPUT
+    (streams that infer side by side, for several callers at once: lanes.py)."""
     is_local_dir = Path(model).expanduser().is_dir()
     if not is_local_dir and (unreadable := _unreadable_cache_message()):
         raise StartupError(unreadable)
@@ -135,7 +159,7 @@ def load_model(model: str, device: str, dtype: torch.dtype, backend: str = 'torc
     if backend == 'openvino':
         # From the model's own directory, so that nothing asks the hub which files the repository has.
         source = openvino_model_dir(model, is_local_dir)
-        ov_config = {'PERFORMANCE_HINT': 'LATENCY', 'CPU_RUNTIME_CACHE_CAPACITY': str(OPENVINO_SHAPE_CACHE)}
+        ov_config = {'PERFORMANCE_HINT': performance_hint, 'CPU_RUNTIME_CACHE_CAPACITY': str(OPENVINO_SHAPE_CACHE)}
         options = {'backend': 'openvino', 'model_kwargs': {'file_name': OPENVINO_IR, 'ov_config': ov_config}}
     try:
         encoder = SentenceTransformer(source, device=device, **options)
@@ -247,7 +271,7 @@ class SentenceEncoder(Executor):
             self.device = resolve_device(str(device))
             self.dtype = resolve_dtype(str(dtype), self.device)
             self.backend = resolve_backend(str(backend), self.device)
-            self.model = load_model(model, self.device, self.dtype, self.backend)
+            self.model = load_model(model, self.device, self.dtype, self.backend, openvino_performance_hint())
         except StartupError as error:
             # One unwrapped line in the container log (jina's logger wraps at 80 columns), above jina's traceback.
             print(f'SentenceEncoder cannot start: {error}', file=sys.stderr, flush=True)
@@ -257,10 +281,14 @@ class SentenceEncoder(Executor):
         self.batch_size = batch_size
         self.normalize = normalize
         self.max_docs_per_request = max_docs_per_request
+        # flow.yml's `allow_concurrent` lets Jina call encode from several threads at once; the lanes bound how many.
+        streams = give_each_thread_its_own_infer_request(self.model) if self.backend == 'openvino' else 1
+        self.lanes = EncodingLanes(self.model, streams)
         warm_up(self.model, batch_size)
         self.logger.info(
             f'loaded {model} with the {self.backend} backend on {self.device} ({dtype}), {self.dimensions} dims, '
-            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated); warmed up'
+            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated), {streams} stream(s), up to '
+            f'{self.lanes.batches_at_once} batch(es) encoded at once; warmed up'
         )
 
     def _init_encoder_metrics(self) -> None:
@@ -315,7 +343,7 @@ class SentenceEncoder(Executor):
             raise BadRequestError(problem)
         if not docs:
             return docs
-        embeddings = self.model.encode(
+        embeddings = self.lanes.encode(
             [doc.text for doc in docs],
             batch_size=int(parameters.get('batch_size', self.batch_size)),
             normalize_embeddings=bool(parameters.get('normalize', self.normalize)),

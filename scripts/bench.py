@@ -1,6 +1,9 @@
 """Benchmark the running stack against in-process `model.encode` at batch 32 with both backends (torch, and OpenVINO
 from the IR `make model` wrote) on the same machine, in the same run (ratios only mean something within one run: these
-machines are noisy). The stack rows name the backend the stack runs (ENCODER_BACKEND, openvino by default). Workloads:
+machines are noisy). The in-process OpenVINO row is one caller at a time with OpenVINO's LATENCY hint (all cores on each
+call: the fastest for one caller); a second OpenVINO row runs the stack's settings (THROUGHPUT streams, several batches
+at once) in-process, for context. The stack rows name the backend the stack runs (ENCODER_BACKEND, openvino by
+default). Workloads:
 
 - the tutorial's: 10,000 copies of its sentence, request_size 32: over gRPC as the tutorial sends it (one
   `Client.post`, jina streaming the requests), and over HTTP (4 requests in flight);
@@ -167,6 +170,10 @@ def http_load(
 
 TORCH_ROW = 'in-process torch batch 32'
 OPENVINO_ROW = 'in-process OpenVINO batch 32'
+# The same engine with the stack's settings (THROUGHPUT streams, batches side by side: executor/lanes.py), fed by as
+# many callers as the encoder takes batches at once: what the stack could reach without Jina, the network and the
+# client sharing the cores. Context, not the ratios' ceiling: those stay one caller at a time, as the tutorial encodes.
+OPENVINO_STREAMS_ROW = 'in-process OpenVINO streams, as the stack runs it'
 
 
 def summary(results: list[dict]) -> dict:
@@ -258,7 +265,11 @@ def main() -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'executor'))
     from executor import load_model  # the encoder's own loading: the IR `make model` wrote, never a conversion
 
-    openvino_model = load_model(model_name, 'cpu', torch.float32, 'openvino')
+    openvino_model = load_model(model_name, 'cpu', torch.float32, 'openvino', performance_hint='LATENCY')
+    from lanes import EncodingLanes, give_each_thread_its_own_infer_request
+
+    streams_model = load_model(model_name, 'cpu', torch.float32, 'openvino', performance_hint='THROUGHPUT')
+    lanes = EncodingLanes(streams_model, give_each_thread_its_own_infer_request(streams_model))
     stack_backend = os.environ.get('ENCODER_BACKEND', 'openvino')  # what compose.yml runs unless overridden
 
     def in_process(batch: list[str]) -> int:
@@ -266,6 +277,9 @@ def main() -> None:
 
     def in_process_openvino(batch: list[str]) -> int:
         return len(openvino_model.encode(batch, batch_size=args.request_size))
+
+    def in_process_streams(batch: list[str]) -> int:
+        return len(lanes.encode(batch, batch_size=args.request_size, convert_to_tensor=True))
 
     workloads = {
         'tutorial, request_size 32': [SENTENCE] * args.docs,
@@ -278,7 +292,7 @@ def main() -> None:
         ('one-doc requests, 128 in flight', 128, args.single_docs),
         ('one-doc requests, 1 in flight (p50 = lone-request latency)', 1, max(args.single_docs // 8, 50)),
     ]
-    for warm_up in (in_process, in_process_openvino):  # first-call costs
+    for warm_up in (in_process, in_process_openvino, in_process_streams):  # first-call costs
         warm_up([SENTENCE] * args.request_size)
 
     openai = openai_body(model_name)
@@ -308,6 +322,8 @@ def main() -> None:
                 batches = in_batches(share, args.request_size)
                 measure(workload, TORCH_ROW, timed_batches(batches, in_process, 1, f'{tag} in-process torch'))
                 measure(workload, OPENVINO_ROW, timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO'))
+                streams = timed_batches(batches, in_process_streams, lanes.batches_at_once, f'{tag} OpenVINO streams')
+                measure(workload, OPENVINO_STREAMS_ROW, streams)
                 peer = f'stack gRPC (streamed, {stack_backend})'
                 measure(workload, peer, streamed_grpc(client, share, args.request_size, f'{tag} {peer}'))
                 for peer, url, body, batched in http_peers:

@@ -134,10 +134,18 @@ def build_section(context: str, dockerfile: str, **args: str) -> dict:
     }
 
 
+def overridable_env(line: str) -> str:
+    """'NAME=value' as 'NAME=${NAME:-value}': compose takes NAME from the environment or .env when set there."""
+    name, value = line.split('=', 1)
+    return f'{name}=${{{name}:-{value}}}'
+
+
 def encoder_service(exported: dict, replica: int, context: str) -> dict:
     """The encoder (one replica of it) as the exporter wrote it, plus what production needs."""
     port = exported['command'][exported['command'].index('--port') + 1]
-    environment = [line for line in exported.get('environment', []) if not line.startswith('HF_HUB_OFFLINE=')]
+    # flow.yml's `env` (HF_HUB_OFFLINE: 1: the model must already be in the mounted cache, `make model`;
+    # OPENVINO_PERFORMANCE_HINT: THROUGHPUT), each overridable from the environment with flow.yml's value as default.
+    environment = [overridable_env(line) for line in exported.get('environment', [])]
     service = {
         'image': image_variable(exported['image']),
         'build': build_section(context, 'executor/Dockerfile', DEVICE='cpu'),
@@ -145,11 +153,9 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
         'command': interpolated_uses_with(exported['command']),
         'environment': [
             'JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}',
-            # 1: the model must already be in the mounted cache (make model); 0 lets the encoder download it there.
-            'HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}',
+            *environment,
             # Input shapes OpenVINO keeps compiled kernels for (executor.py): bounds the encoder's memory.
             'OPENVINO_SHAPE_CACHE=${OPENVINO_SHAPE_CACHE:-200}',
-            *environment,
         ],
         'volumes': [
             volume.replace('~/.cache/huggingface:', '${MODEL_CACHE_DIR:-~/.cache/huggingface}:', 1)
