@@ -21,7 +21,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, dynamic_batching, requests
 from jina.serve.runtimes.worker.batch_queue import BatchQueue
-from lanes import EncodingLanes, give_each_thread_its_own_infer_request
+from lanes import lanes_for
 from pydantic import validator
 from sentence_transformers import SentenceTransformer
 
@@ -282,13 +282,12 @@ class SentenceEncoder(Executor):
         self.normalize = normalize
         self.max_docs_per_request = max_docs_per_request
         # flow.yml's `allow_concurrent` lets Jina call encode from several threads at once; the lanes bound how many.
-        streams = give_each_thread_its_own_infer_request(self.model) if self.backend == 'openvino' else 1
-        self.lanes = EncodingLanes(self.model, streams)
+        self.lanes = lanes_for(self.model, self.backend)
         warm_up(self.model, batch_size)
         self.logger.info(
             f'loaded {model} with the {self.backend} backend on {self.device} ({dtype}), {self.dimensions} dims, '
-            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated), {streams} stream(s), up to '
-            f'{self.lanes.batches_at_once} batch(es) encoded at once; warmed up'
+            f'max {self.model.max_seq_length} tokens per text (longer texts are truncated), {self.lanes.streams} '
+            f'stream(s), up to {self.lanes.batches_at_once} batch(es) encoded at once; warmed up'
         )
 
     def _init_encoder_metrics(self) -> None:

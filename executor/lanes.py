@@ -51,6 +51,11 @@ def give_each_thread_its_own_infer_request(model: Any) -> int:
     return int(openvino_model.request.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS'))
 
 
+def lanes_for(model: Any, backend: str) -> EncodingLanes:
+    """The lanes to encode with `model`: OpenVINO's streams (each thread its own inference request), else one."""
+    return EncodingLanes(model, give_each_thread_its_own_infer_request(model) if backend == 'openvino' else 1)
+
+
 class EncodingLanes:
     """Encodes batches with `model.encode`, up to `streams + 1` at once (callers beyond that wait their turn), and
     splits a batch across the streams when it is the only one being encoded. With one stream (torch, or OpenVINO's

@@ -266,10 +266,10 @@ def main() -> None:
     from executor import load_model  # the encoder's own loading: the IR `make model` wrote, never a conversion
 
     openvino_model = load_model(model_name, 'cpu', torch.float32, 'openvino', performance_hint='LATENCY')
-    from lanes import EncodingLanes, give_each_thread_its_own_infer_request
+    from lanes import lanes_for
 
     streams_model = load_model(model_name, 'cpu', torch.float32, 'openvino', performance_hint='THROUGHPUT')
-    lanes = EncodingLanes(streams_model, give_each_thread_its_own_infer_request(streams_model))
+    lanes = lanes_for(streams_model, 'openvino')
     stack_backend = os.environ.get('ENCODER_BACKEND', 'openvino')  # what compose.yml runs unless overridden
 
     def in_process(batch: list[str]) -> int:

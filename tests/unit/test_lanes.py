@@ -97,13 +97,12 @@ def test_a_failing_part_fails_the_batch_and_frees_its_slot():
 def test_openvino_streams_encode_concurrently_to_the_same_embeddings(reference_model):
     """Real model, THROUGHPUT hint: batches from several threads at once (each on its own inference request) and a
     lone batch split across the streams give the in-process model's embeddings, row for row."""
-    from lanes import give_each_thread_its_own_infer_request
+    from lanes import lanes_for
 
     from executor import load_model
 
     model = load_model('sentence-transformers/all-MiniLM-L6-v2', 'cpu', torch.float32, 'openvino', 'THROUGHPUT')
-    streams = give_each_thread_its_own_infer_request(model)
-    lanes = EncodingLanes(model, streams)
+    lanes = lanes_for(model, 'openvino')
     words = 'a vector search engine embeds documents and queries into one dense space'.split()
     batches = [[' '.join(words[: 3 + (i + j) % 10]) + f' {i}.{j}' for j in range(12)] for i in range(12)]
     with ThreadPoolExecutor(max_workers=6) as callers:
