@@ -186,6 +186,11 @@ def summary(results: list[dict]) -> dict:
     }
 
 
+def both_halves(before: dict, after: dict) -> dict:
+    """One measurement made of two runs of the same batches."""
+    return {key: before[key] + after[key] for key in ('docs', 'seconds', 'latencies')}
+
+
 def median_ratio(results: list[dict], ceilings: list[dict]) -> float:
     """The median over rounds of this row's docs/s divided by the ceiling row's docs/s in the same round."""
     rate = [result['docs'] / result['seconds'] for result in results]
@@ -242,7 +247,7 @@ def main() -> None:
     parser.add_argument('--varied-docs', type=int, default=1_000)
     parser.add_argument('--single-docs', type=int, default=2_000, help='one-doc HTTP requests per in-flight level')
     parser.add_argument('--request-size', type=int, default=32)
-    parser.add_argument('--rounds', type=int, default=3, help='each row measured this many times, rows in turn')
+    parser.add_argument('--rounds', type=int, default=5, help='each row measured this many times, rows in turn')
     parser.add_argument('--grpc-port', type=int, default=int(os.environ.get('GRPC_PORT', 50051)))
     parser.add_argument('--http-port', type=int, default=int(os.environ.get('HTTP_PORT', 8080)))
     parser.add_argument('--infinity', action='store_true', help='also measure infinity-emb (installs it once)')
@@ -303,6 +308,7 @@ def main() -> None:
     # Every row is measured once per round, rows in turn, a 1/rounds share of each workload per round: these machines
     # drift by 20% and more within minutes, so each ratio is taken within a round and the median of the rounds kept.
     measured: dict[tuple[str, str], list[dict]] = {}
+    ceiling_drift: list[float] = []  # per round and workload: the ceiling's second run's time over its first's
 
     def measure(workload: str, peer: str, result: dict) -> None:
         measured.setdefault((workload, peer), []).append(result)
@@ -321,7 +327,7 @@ def main() -> None:
                 share = texts[round_ :: args.rounds]
                 batches = in_batches(share, args.request_size)
                 measure(workload, TORCH_ROW, timed_batches(batches, in_process, 1, f'{tag} in-process torch'))
-                measure(workload, OPENVINO_ROW, timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO'))
+                openvino_before = timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO')
                 streams = timed_batches(batches, in_process_streams, lanes.batches_at_once, f'{tag} OpenVINO streams')
                 measure(workload, OPENVINO_STREAMS_ROW, streams)
                 peer = f'stack gRPC (streamed, {stack_backend})'
@@ -329,6 +335,11 @@ def main() -> None:
                 for peer, url, body, batched in http_peers:
                     if batched:
                         measure(workload, peer, http_load(url, body, batches, 4, f'{tag} {peer}: {workload}'))
+                # The ceiling again after the rows it divides: this round's OpenVINO row is both runs together, so a
+                # drift during the round moves the ceiling with the rows measured between its two halves.
+                openvino_after = timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO again')
+                measure(workload, OPENVINO_ROW, both_halves(openvino_before, openvino_after))
+                ceiling_drift.append(openvino_after['seconds'] / openvino_before['seconds'])
             for workload, in_flight, count in one_doc_loads:
                 singles = in_batches([SENTENCE] * max(count // args.rounds, 1), 1)
                 for peer, url, body, _ in http_peers:
@@ -339,7 +350,8 @@ def main() -> None:
 
     rows = [(workload, peer, summary(results)) for (workload, peer), results in measured.items()]
     order = {workload: i for i, workload in enumerate([*workloads, *(load[0] for load in one_doc_loads)])}
-    rows.sort(key=lambda row: order[row[0]])  # stable: peers keep their order within a workload
+    in_process_first = [TORCH_ROW, OPENVINO_ROW, OPENVINO_STREAMS_ROW]  # then the servers, in the order measured
+    rows.sort(key=lambda row: (order[row[0]], in_process_first.index(row[1]) if row[1] in in_process_first else 3))
     for workload, peer, result in rows:
         for name, ceiling in (('torch', TORCH_ROW), ('openvino', OPENVINO_ROW)):
             result[f'per_{name}'] = median_ratio(measured[workload, peer], measured[ceiling_of(workload), ceiling])
@@ -356,8 +368,10 @@ def main() -> None:
     table = '\n'.join([header, *lines])
     where = (
         f'Machine: {machine()}, no GPU used (CPU stack). Client, stack and peers share the machine. Each row was '
-        f'measured in {args.rounds} rounds, every row in turn in each; docs/s and latencies are over all rounds, the '
-        'ratios the median of the per-round ratios.'
+        f'measured in {args.rounds} rounds, every row in turn in each (the in-process OpenVINO row twice per round, '
+        'before and after the rows divided by it; its second run took '
+        f'{statistics.median(ceiling_drift):.2f}x the time of its first, median over rounds and workloads); docs/s and '
+        'latencies are over all rounds, the ratios the median of the per-round ratios.'
     )
     print(where)
     print(table)
