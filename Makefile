@@ -21,26 +21,28 @@ help: ## List the targets
 ##@ Environment
 install: $(VENV)/.installed ## Create .venv with the pinned environment (CPU torch) for tests, scripts and export
 
+# Only the tests, the benchmark, `make export` / `make k8s` and the offline image build's wheelhouse use it: `make up`
+# with current images runs its Python in the tools image.
 $(VENV)/.installed: requirements-dev.txt executor/requirements.txt constraints.txt
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: make PYTHON=/path/to/python3.11")'
+	@[ -n "$(PYTHON)" ] && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "make install needs Python 3.11 (found: $(or $(PYTHON),none)): make install PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check "pip<26"
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(VENV_PYTHON) gateway/patch_jina.py
 	@touch $@
 
-model: install ## Put the model (ENCODER_MODEL) and its OpenVINO IR into the host's HF cache (MODEL_CACHE_DIR), once
-	$(VENV_PYTHON) scripts/fill_model_cache.py $(if $(MODEL_CACHE_DIR),--cache-dir $(MODEL_CACHE_DIR)/hub) \
-	  $(if $(ENCODER_MODEL),--model $(ENCODER_MODEL))
+model: build ## Put the model (ENCODER_MODEL) and its OpenVINO IR into the host's HF cache (MODEL_CACHE_DIR), once
+	scripts/in-tools.sh scripts/fill_model_cache.py $(if $(ENCODER_MODEL),--model $(ENCODER_MODEL))
 
 engine: ## Install and start a Docker engine with Compose v2 if there is none (Debian 12/13, root)
 	@docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 || scripts/install-docker.sh
 
 ##@ Images
-build: engine install ## Build the CPU encoder and the gateway images
-	scripts/build-images.sh cpu gateway
+build: engine ## Build the CPU encoder, gateway and tools images (an image built from the same sources is kept)
+	scripts/build-images.sh cpu gateway tools
 
-build-gpu: engine install ## Build the GPU encoder (CUDA torch) and the gateway images
+build-gpu: engine ## Build the GPU encoder (CUDA torch) and the gateway images
 	scripts/build-images.sh gpu gateway
 
 ##@ Stack
@@ -52,8 +54,8 @@ up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-containe
 	$(MAKE) build-gpu model $(COMPOSE_DIR)/compose.yml
 	scripts/up.sh gpu
 
-.build/replicas-%/compose.yml: flow.yml scripts/export_compose.py | install
-	$(VENV_PYTHON) scripts/export_compose.py --replicas $* --output-dir $(@D)
+.build/replicas-%/compose.yml: flow.yml scripts/export_compose.py | build
+	scripts/in-tools.sh scripts/export_compose.py --replicas $* --output-dir $(@D)
 
 down: ## Stop and remove the stack
 	$(COMPOSE_GPU) down --remove-orphans

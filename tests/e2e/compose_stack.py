@@ -84,6 +84,16 @@ class Stack:
         return int(self.env_overrides['GRPC_PORT'])
 
 
+def fill_model_cache(cache: Path) -> subprocess.CompletedProcess:
+    """Fill `cache` (a MODEL_CACHE_DIR) as `make model` does: fill_model_cache.py in the tools image, offline."""
+    return subprocess.run(
+        [str(REPO / 'scripts' / 'in-tools.sh'), 'scripts/fill_model_cache.py', '--offline'],
+        env={**os.environ, 'MODEL_CACHE_DIR': str(cache)},
+        capture_output=True,
+        text=True,
+    )
+
+
 def stack_env(model_cache_dir: Path, **extra: str) -> dict[str, str]:
     return {
         'HTTP_PORT': str(free_port()),

@@ -4,31 +4,28 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_stack import REPO, Stack, docker_available, stack_env
+from compose_stack import REPO, Stack, docker_available, fill_model_cache, stack_env
 
 
 @pytest.fixture(scope='session')
 def images_built() -> None:
     if not docker_available():
         pytest.fail('these tests need a running Docker engine with Compose v2: run `make engine` (or .ci/run)')
-    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway'], cwd=REPO, check=True)
+    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway', 'tools'], cwd=REPO, check=True)
 
 
 @pytest.fixture(scope='session')
-def filled_model_cache(tmp_path_factory) -> Path:
-    """A host-side HF cache filled by the same script as `make model`, readable by the container's user."""
+def filled_model_cache(images_built, tmp_path_factory) -> Path:
+    """A host-side HF cache filled the way `make model` fills it (in the tools image), readable by the container's
+    user."""
     cache = tmp_path_factory.mktemp('hf-cache-for-compose')
     cache.chmod(0o755)
-    subprocess.run(
-        [sys.executable, str(REPO / 'scripts' / 'fill_model_cache.py'), '--offline', '--cache-dir', str(cache / 'hub')],
-        check=True,
-    )
+    fill_model_cache(cache).check_returncode()
     return cache
 
 

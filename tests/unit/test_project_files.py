@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -29,3 +30,18 @@ def test_make_help_lists_exactly_the_real_targets():
     shown = subprocess.run(['make', '--no-print-directory', '-C', str(REPO), 'help'], capture_output=True, text=True)
     listed = {line.split()[0] for line in shown.stdout.splitlines() if line.startswith('  ')}
     assert listed == documented
+
+
+def test_the_engine_setup_names_what_is_missing_where_it_cannot_install(tmp_path):
+    """Off Debian (no apt-get) and without Docker, `make engine` says what to install instead of failing on apt-get."""
+    bare_bin = tmp_path / 'bin'
+    bare_bin.mkdir()
+    for program in ('bash', 'id'):
+        (bare_bin / program).symlink_to(shutil.which(program))
+    result = subprocess.run(
+        [str(bare_bin / 'bash'), str(REPO / 'scripts' / 'install-docker.sh')],
+        env={'PATH': str(bare_bin)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert 'Docker is not installed' in result.stderr and 'Compose v2' in result.stderr, result.stderr
+    assert 'docs.docker.com/engine/install' in result.stderr, result.stderr
