@@ -13,7 +13,7 @@ COMPOSE := docker compose -f $(COMPOSE_DIR)/compose.yml
 COMPOSE_GPU := $(COMPOSE) -f $(COMPOSE_DIR)/compose.gpu.yml
 PYTEST_ARGS ?=
 
-.PHONY: help install model engine build build-gpu up up-gpu down logs ps export k8s smoke bench soak test lint
+.PHONY: help install model engine build build-gpu up up-gpu swarm-up swarm-down down logs ps export k8s smoke bench soak test lint
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,12 @@ up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-containe
 .build/replicas-%/compose.yml: flow.yml scripts/export_compose.py | build
 	scripts/in-tools.sh scripts/export_compose.py --replicas $* --output-dir $(@D)
 
+swarm-up: build model ## Deploy the stack to this engine's swarm (a single-node one if none; API_KEY=..., REPLICAS=N)
+	scripts/swarm-up.sh
+
+swarm-down: ## Remove the swarm stack and its API key secret
+	scripts/swarm-down.sh
+
 down: ## Stop and remove the stack
 	$(COMPOSE_GPU) down --remove-orphans
 
@@ -76,8 +82,9 @@ soak: install ## Load the running stack: 64 mixed gRPC/HTTP clients for 5 minute
 	HF_HUB_OFFLINE=1 $(VENV_PYTHON) scripts/soak.py --clients $(or $(CLIENTS),64) --duration $(or $(DURATION),300)
 
 ##@ Development
-export: install ## Regenerate compose.yml and compose.gpu.yml from flow.yml with jina's exporter
+export: install ## Regenerate compose.yml, compose.gpu.yml and swarm.yml from flow.yml with jina's exporter
 	$(VENV_PYTHON) scripts/export_compose.py
+	$(VENV_PYTHON) scripts/export_swarm.py
 
 k8s: install ## Export flow.yml to Kubernetes manifests in k8s/ (kubectl apply -k k8s/, or k8s/gpu/)
 	$(VENV_PYTHON) scripts/export_k8s.py
@@ -85,9 +92,9 @@ k8s: install ## Export flow.yml to Kubernetes manifests in k8s/ (kubectl apply -
 # One pytest process per tier: a local Flow forks its executor, and a child forked from a process that already ran
 # OpenVINO (the unit tier) hangs compiling its model; the e2e tier's grpc.aio threads break forks too. Every tier runs
 # even when one fails; the target fails if any did.
-TEST_TIERS := tests/unit tests/flow tests/e2e
+TEST_TIERS := tests/unit tests/flow tests/e2e tests/swarm
 
-test: engine install ## Run all tests: unit, local Flow, and the real compose stack (builds the images)
+test: engine install ## Run all tests: unit, local Flow, the real compose stack and a 3-node swarm (builds the images)
 	@failed=""; for tier in $(TEST_TIERS); do \
 	  echo "=== $$tier"; $(VENV_PYTHON) -m pytest $$tier $(PYTEST_ARGS) || failed="$$failed $$tier"; \
 	done; [ -z "$$failed" ] || { echo "failed tiers:$$failed"; exit 1; }

@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 import orjson
 from coalescer import EncoderRefused, RequestCoalescer  # listed before gateway.py in config.yml's py_modules
+from discovery import DISCOVERY_TARGET, ReplicaDiscovery
 from docarray import DocList
 from docarray.documents import TextDoc
 from fastapi import FastAPI, Request
@@ -376,7 +377,21 @@ class EmbeddingHTTPGateway(HTTPGateway):
             field = '.'.join(str(part) for part in first.get('loc', ())[1:]) or None
             return openai_error(400, f'{field or "body"}: {first.get("msg", "invalid request")}', field)
 
-        app.add_middleware(HTTPGuard, gateway=self, api_key=os.environ.get('API_KEY', ''))
+        app.add_middleware(HTTPGuard, gateway=self, api_key=configured_api_key())
+
+
+def configured_api_key() -> str:
+    """API_KEY, or the contents of the file API_KEY_FILE names (a Docker swarm secret: /run/secrets/...)."""
+    path = os.environ.get('API_KEY_FILE', '')
+    if not path:
+        return os.environ.get('API_KEY', '')
+    try:
+        key = open(path).read().strip()
+    except OSError as error:
+        raise SystemExit(f'API_KEY_FILE={path} cannot be read ({error.strerror}): is the secret attached?') from None
+    if not key:
+        raise SystemExit(f'API_KEY_FILE={path} is empty: put the key in the secret (make swarm-up does, from API_KEY)')
+    return key
 
 
 class HTTPGuard:
@@ -619,6 +634,26 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
             self.servers.append(server)
         self.gateways = self.servers  # jina's name for them, kept for compatibility
 
+    async def setup_server(self):
+        await super().setup_server()
+        self.discovery_task = None
+        if DISCOVERY_TARGET:  # a swarm: the encoder's replicas come and go at addresses found by DNS (discovery.py)
+            addresses = json.loads(self.runtime_args.deployments_addresses or '{}')
+            (deployment, configured), *others = addresses.items()
+            if others:
+                raise ValueError(f'ENCODER_DISCOVERY serves one deployment; this flow has {sorted(addresses)}')
+            discovery = ReplicaDiscovery(
+                self.streamer._connection_pool, deployment, DISCOVERY_TARGET, configured, self.logger,
+                on_change=self._replicas_changed,
+            )  # fmt: skip
+            self.discovery_task = asyncio.create_task(discovery.run())
+
+    def _replicas_changed(self, replicas: int) -> None:
+        """The joined HTTP batches out at once scale with the replicas, as with a fixed list of addresses."""
+        for server in self.servers:
+            if getattr(server, '_coalescer', None):
+                server._coalescer.max_batches_in_flight = HTTP_BATCHES_IN_FLIGHT * max(1, replicas)
+
     async def shutdown(self):
         """Drain, then close.
 
@@ -627,6 +662,8 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
         taking requests and lets those in flight finish, for up to DRAIN_TIMEOUT_S; then Jina's shutdown runs.
         """
         await asyncio.gather(*(drain(server, DRAIN_TIMEOUT_S) for server in self.servers))
+        if getattr(self, 'discovery_task', None):
+            self.discovery_task.cancel()
         await super().shutdown()
 
 

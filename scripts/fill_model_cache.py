@@ -114,15 +114,22 @@ def first_line(error: BaseException) -> str:
 
 
 def make_readable(cache_dir: Path, model: str) -> None:
-    """The encoder container runs as a non-root user: it must be able to read what root wrote here."""
+    """The encoder container runs as a non-root user: it must be able to read what root wrote here. Only what lacks
+    the permission is changed, so a cache that is readable already may be on a read-only mount."""
+
+    def allow(path: str | Path, bits: int) -> None:
+        mode = os.stat(path).st_mode
+        if mode & bits != bits:
+            os.chmod(path, mode | bits)
+
     # The hub directory and the one above it (HF_HOME, the directory compose mounts).
     for directory in (cache_dir.parent, cache_dir):
-        directory.chmod(directory.stat().st_mode | 0o555)
+        allow(directory, 0o555)
     for root, dirs, files in os.walk(cache_dir / ('models--' + model.replace('/', '--'))):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
+            allow(os.path.join(root, name), 0o555)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
+            allow(os.path.join(root, name), 0o444)
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ neither collide with a stack someone has up (`make up`) nor depend on the host's
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import pytest
 from helpers import free_port
 
@@ -70,10 +70,12 @@ class Stack:
     def down(self) -> None:
         self.compose('down', '-v', '--remove-orphans', '-t', '10', check=False)
 
+    def container(self, service: str):
+        """The service's (first) container, through the docker SDK."""
+        return docker.from_env().containers.get(self.compose('ps', '-a', '-q', service).stdout.split()[0])
+
     def container_state(self, service: str) -> dict:
-        container = self.compose('ps', '-a', '-q', service).stdout.split()[0]
-        inspected = subprocess.run(['docker', 'inspect', container], capture_output=True, text=True, check=True)
-        return json.loads(inspected.stdout)[0]['State']
+        return self.container(service).attrs['State']
 
     @property
     def http_port(self) -> int:

@@ -104,10 +104,9 @@ def test_gpu_count_is_configurable(tmp_path):
 
 def test_services_run_with_memory_limits_and_a_stop_grace_period(stack: Stack, tmp_path):
     for service, limit in (('encoder', 4 * 1024**3), ('gateway', 1024**3)):
-        container = stack.compose('ps', '-q', service).stdout.split()[0]
-        inspected = json.loads(subprocess.run(['docker', 'inspect', container], capture_output=True, check=True).stdout)
-        assert inspected[0]['HostConfig']['Memory'] == limit, service
-        assert inspected[0]['Config'].get('StopTimeout') == 30, service
+        inspected = stack.container(service).attrs
+        assert inspected['HostConfig']['Memory'] == limit, service
+        assert inspected['Config'].get('StopTimeout') == 30, service
     overridden = Stack(
         project='sentence-encoder-config',
         env_overrides=stack_env(tmp_path, ENCODER_MEMORY_LIMIT='2g', ENCODER_CPUS='1.5'),

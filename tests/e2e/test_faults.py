@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import docker
 import pytest
 import requests
 from compose_stack import REPO, Stack
@@ -90,9 +91,7 @@ def test_make_down_leaves_no_containers_or_networks(images_built, filled_model_c
         subprocess.run(
             ['make', '--no-print-directory', 'down'], cwd=REPO, env=stack.env, check=True, capture_output=True
         )
-        label = f'label=com.docker.compose.project={project}'
-        containers = subprocess.run(['docker', 'ps', '-a', '-q', '--filter', label], capture_output=True, text=True)
-        networks = subprocess.run(['docker', 'network', 'ls', '-q', '--filter', label], capture_output=True, text=True)
-        assert containers.stdout.strip() == '' and networks.stdout.strip() == ''
+        engine, label = docker.from_env(), {'label': f'com.docker.compose.project={project}'}
+        assert not engine.containers.list(all=True, filters=label) and not engine.networks.list(filters=label)
     finally:
         stack.down()

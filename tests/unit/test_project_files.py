@@ -7,18 +7,20 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
 
 
-def test_compose_files_are_in_sync_with_flow_yml():
+@pytest.mark.parametrize('exporter', ['export_compose.py', 'export_swarm.py'])
+def test_compose_and_swarm_files_are_in_sync_with_flow_yml(exporter):
     result = subprocess.run(
-        [sys.executable, str(REPO / 'scripts' / 'export_compose.py'), '--check'], capture_output=True, text=True
+        [sys.executable, str(REPO / 'scripts' / exporter), '--check'], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_files_say_they_are_generated():
-    for name in ('compose.yml', 'compose.gpu.yml'):
+def test_compose_and_swarm_files_say_they_are_generated():
+    for name in ('compose.yml', 'compose.gpu.yml', 'swarm.yml'):
         assert (REPO / name).read_text().startswith('# generated from flow.yml'), name
 
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Deploy swarm.yml to the swarm this Docker engine belongs to, and return once every task is running and healthy:
+#   API_KEY=... scripts/swarm-up.sh            (make swarm-up; REPLICAS=N encoder tasks, spread over the nodes)
+# An engine in no swarm becomes a single-node one first (docker swarm init), saying so. Swarm publishes the HTTP port
+# on every interface of the gateway's node, so the stack does not deploy without an API key: API_KEY becomes the swarm
+# secret the gateway reads (API_KEY_SECRET names it). The images must be on every node (one host: they are; several:
+# push them to your registry and set ENCODER_IMAGE / GATEWAY_IMAGE), and so must MODEL_CACHE_DIR, filled by
+# `make model` (default ~/.cache/huggingface; an absolute path, the same on every node that can run an encoder).
+set -euo pipefail
+trap 'echo "scripts/swarm-up.sh: line $LINENO failed (exit $?)" >&2' ERR
+cd "$(dirname "$0")/.."
+stack=${STACK_NAME:-sentence-encoder}
+secret=${API_KEY_SECRET:-sentence_encoder_api_key}
+timeout=${WAIT_TIMEOUT:-300}
+log() { printf '[swarm-up] %s\n' "$*" >&2; }
+
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+  log "this engine is in no swarm: making it a single-node swarm (docker swarm init; docker swarm leave --force undoes it)"
+  docker swarm init --advertise-addr "${SWARM_ADVERTISE_ADDR:-127.0.0.1}" >/dev/null
+fi
+if ! docker secret inspect "$secret" >/dev/null 2>&1; then
+  [ -n "${API_KEY:-}" ] || {
+    log "set API_KEY: in a swarm the HTTP port is reachable from the network, so it needs a key (README, Beyond one host)"
+    exit 1; }
+  printf '%s' "$API_KEY" | docker secret create "$secret" - >/dev/null
+  log "stored API_KEY as the swarm secret $secret"
+elif [ -n "${API_KEY:-}" ]; then
+  log "the swarm secret $secret exists and is kept (secrets cannot change: make swarm-down removes it)"
+fi
+
+export MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-$HOME/.cache/huggingface}
+deployed_at=$(date +%s)
+docker stack deploy --prune --resolve-image never -c swarm.yml "$stack" >/dev/null
+
+# Converged: every service runs as many tasks as it wants, each created from the service's current spec (so a
+# redeploy waits for the rolling update it started) and healthy (swarm counts a task with a healthcheck as running
+# only once healthy). An update that failed and rolled back stops the wait.
+CONTAINER_FIELDS='{{json .Image}}{{json .Args}}{{json .Env}}'
+deadline=$(( $(date +%s) + timeout ))
+while :; do
+  pending=""
+  while read -r name mode replicas _; do  # replicas: "2/2", maybe followed by "(max 1 per node)"
+    wanted=${replicas##*/}
+    # What a deploy changes: image, arguments, environment (the whole spec differs in fields the daemon fills in).
+    spec=$(docker service inspect -f "{{with .Spec.TaskTemplate.ContainerSpec}}$CONTAINER_FIELDS{{end}}" "$name")
+    current=0
+    while read -r state task_spec; do
+      [ "$state" = running ] && [ "$task_spec" = "$spec" ] && current=$((current + 1))
+    done < <(docker service ps -q --filter desired-state=running "$name" |
+             xargs -r docker inspect -f "{{.Status.State}} {{with .Spec.ContainerSpec}}$CONTAINER_FIELDS{{end}}")
+    [ "$current" = "$wanted" ] || pending="$pending $name($current/$wanted current)"
+    update_state=""; update_started=""
+    read -r update_state update_started < <(docker service inspect \
+      -f '{{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt.Unix}}{{end}}' "$name") || true
+    if [ -n "$update_started" ] && [ "$update_started" -ge "$((deployed_at - 1))" ]; then
+      case "$update_state" in  # this deploy's update, not one before it
+        rollback_started|rollback_completed|paused|rollback_paused)
+          log "$name: the update failed and was rolled back: docker service ps --no-trunc $name says why"; exit 1 ;;
+      esac
+    fi
+  done < <(docker stack services "$stack" --format '{{.Name}} {{.Mode}} {{.Replicas}}')
+  [ -n "$pending" ] || break
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    log "not converged after ${timeout} s (WAIT_TIMEOUT):$pending"
+    docker stack ps "$stack" --no-trunc --format '{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}' | head -20 >&2
+    exit 1
+  fi
+  sleep 2
+done
+cat <<MSG
+
+Stack $stack is up on the swarm. HTTP on port ${HTTP_PORT:-8080} of the node running the gateway (every interface):
+  curl -X POST http://127.0.0.1:${HTTP_PORT:-8080}/encode -H "Authorization: Bearer \$API_KEY" -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
+MSG

@@ -1,0 +1,45 @@
+"""A three-node Docker swarm (Docker-in-Docker nodes on this machine, cluster.py) with the stack's images on every
+node, the model cache and the checkout at their host paths on every node (as `make model` and a clone would leave them
+on each real node), and the manager's port 8080 on a 127.0.0.1 port of the host. The host's own engine joins no swarm.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import Cluster, swarm_cluster
+from helpers import REPO, free_port
+
+ENCODER_IMAGE = 'sentence-encoder:cpu'
+GATEWAY_IMAGE = 'sentence-gateway:3.33.1'
+TOOLS_IMAGE = 'sentence-tools:cpu'
+
+
+@pytest.fixture(scope='session')
+def images_built() -> None:
+    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway', 'tools'], cwd=REPO, check=True)
+
+
+@pytest.fixture(scope='session')
+def http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope='session')
+def cluster(images_built, http_port, tmp_path_factory) -> Iterator[Cluster]:
+    model_cache = Path(os.environ['HF_HOME'])  # filled by tests/conftest.py, as `make model` fills one
+    model_cache.chmod(0o755)
+    with swarm_cluster(
+        f'sentence-swarm-test-{os.getpid()}',
+        socket_dir=tmp_path_factory.mktemp('manager-engine'),
+        workers=2,
+        images=(ENCODER_IMAGE,),
+        manager_images=(GATEWAY_IMAGE, TOOLS_IMAGE),  # the gateway runs on a manager; `make model` runs there
+        mounts={str(model_cache): str(model_cache), str(REPO): str(REPO)},
+        published={8080: http_port},
+    ) as running:
+        yield running
