@@ -14,14 +14,18 @@ secret=${API_KEY_SECRET:-sentence_encoder_api_key}
 timeout=${WAIT_TIMEOUT:-300}
 log() { printf '[swarm-up] %s\n' "$*" >&2; }
 
-if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+in_swarm=0; [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] && in_swarm=1
+have_secret=0; [ "$in_swarm" = 1 ] && docker secret inspect "$secret" >/dev/null 2>&1 && have_secret=1
+# Refuse before changing anything.
+if [ "$have_secret" = 0 ] && [ -z "${API_KEY:-}" ]; then
+  log "set API_KEY: in a swarm the HTTP port is reachable from the network, so it needs a key (README, Beyond one host)"
+  exit 1
+fi
+if [ "$in_swarm" = 0 ]; then
   log "this engine is in no swarm: making it a single-node swarm (docker swarm init; docker swarm leave --force undoes it)"
   docker swarm init --advertise-addr "${SWARM_ADVERTISE_ADDR:-127.0.0.1}" >/dev/null
 fi
-if ! docker secret inspect "$secret" >/dev/null 2>&1; then
-  [ -n "${API_KEY:-}" ] || {
-    log "set API_KEY: in a swarm the HTTP port is reachable from the network, so it needs a key (README, Beyond one host)"
-    exit 1; }
+if [ "$have_secret" = 0 ]; then
   printf '%s' "$API_KEY" | docker secret create "$secret" - >/dev/null
   log "stored API_KEY as the swarm secret $secret"
 elif [ -n "${API_KEY:-}" ]; then
@@ -29,6 +33,14 @@ elif [ -n "${API_KEY:-}" ]; then
 fi
 
 export MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-$HOME/.cache/huggingface}
+# Encoder tasks per node: unless set, the fewest that leave room for a rolling update's extra task (it starts before
+# the old one stops): 1 when there are more nodes than replicas, so the replicas land on different nodes.
+if [ -z "${ENCODER_REPLICAS_PER_NODE:-}" ]; then
+  nodes=$(docker node ls --format '{{.Status}} {{.Availability}}' | grep -c '^Ready Active' || true)
+  [ "$nodes" -ge 1 ] || nodes=1
+  wanted=${REPLICAS:-$(awk '/^ *replicas: \$\{REPLICAS:-/ { gsub(/[^0-9]/, ""); print; exit }' swarm.yml)}
+  export ENCODER_REPLICAS_PER_NODE=$(( (wanted + nodes) / nodes ))  # ceil((replicas + 1) / nodes)
+fi
 deployed_at=$(date +%s)
 docker stack deploy --prune --resolve-image never -c swarm.yml "$stack" >/dev/null
 

@@ -113,12 +113,13 @@ class Cluster:
 @contextmanager
 def swarm_cluster(
     name: str, socket_dir: Path, workers: int = 2, images: tuple[str, ...] = (), manager_images: tuple[str, ...] = (),
-    mounts: dict[str, str] | None = None, published: dict[int, int] | None = None,
+    mounts: dict[str, str] | None = None, published: dict[int, int] | None = None, form_swarm: bool = True,
 ) -> Iterator[Cluster]:  # fmt: skip
     """Start 1 + `workers` nodes, make them a swarm, load `images` into each (and `manager_images` into the manager);
     remove everything afterwards, also when the test fails. `mounts` (host path -> node path) reach every node;
     `published` maps ports of the manager node to 127.0.0.1 ports of the host; the manager's engine answers on
-    socket_dir/docker.sock."""
+    socket_dir/docker.sock. With form_swarm=False the engines join no swarm (what `make swarm-up` finds on a host
+    that never ran one)."""
     client = docker.from_env()
     build_node_image(client)
     network = client.networks.create(f'{name}-net', driver='bridge', labels={'sentence-swarm-test': name})
@@ -153,10 +154,11 @@ def swarm_cluster(
         for node in nodes:
             node.wait_for_engine()
         manager, workers_ = nodes[0], nodes[1:]
-        manager.docker('swarm', 'init', '--advertise-addr', manager.address)
-        token = manager.docker('swarm', 'join-token', '-q', 'worker').stdout.strip()
-        for worker in workers_:
-            worker.docker('swarm', 'join', '--token', token, f'{manager.address}:2377')
+        if form_swarm:
+            manager.docker('swarm', 'init', '--advertise-addr', manager.address)
+            token = manager.docker('swarm', 'join-token', '-q', 'worker').stdout.strip()
+            for worker in workers_:
+                worker.docker('swarm', 'join', '--token', token, f'{manager.address}:2377')
         for node in nodes:
             wanted = (*images, *manager_images) if node is manager else images
             if wanted:

@@ -5,47 +5,18 @@ order on one deployment: each leaves the stack serving for the next."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from cluster import Cluster
-from helpers import REPO, cosine_rows
+from helpers import cosine_rows
+from swarm_stack import STACK, TEXTS, make, post_embeddings
 
 pytestmark = pytest.mark.swarm
-
-STACK = 'sentence-encoder'
-API_KEY = 'swarm-test-key'
-TEXTS = ['a swarm of engines', 'one node fewer', 'rolling, one task at a time']
-
-
-def make(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """A make target of the checkout, run against the manager's engine as on the manager itself."""
-    settings = {'DOCKER_HOST': cluster.docker_host, 'MODEL_CACHE_DIR': os.environ['HF_HOME'], 'API_KEY': API_KEY}
-    return subprocess.run(
-        ['make', '--no-print-directory', *args], cwd=REPO, env={**os.environ, **settings, **env},
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-
-
-def post_embeddings(port: int, texts: list[str], key: str | None = API_KEY, timeout: float = 60) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f'http://127.0.0.1:{port}/v1/embeddings',
-        data=json.dumps({'input': texts, 'model': 'sentence-transformers/all-MiniLM-L6-v2'}).encode(),
-        headers={'Content-Type': 'application/json', **({'Authorization': f'Bearer {key}'} if key else {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, json.load(reply)
-    except urllib.error.HTTPError as error:
-        return error.code, {}
 
 
 def running_encoder_tasks(cluster: Cluster) -> list[dict]:
