@@ -638,7 +638,9 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
         await super().setup_server()
         self.discovery_task = None
         if DISCOVERY_TARGET:  # a swarm: the encoder's replicas come and go at addresses found by DNS (discovery.py)
-            addresses = json.loads(self.runtime_args.deployments_addresses or '{}')
+            addresses = self.runtime_args.deployments_addresses or {}
+            if isinstance(addresses, str):  # the exported command passes it as JSON
+                addresses = json.loads(addresses)
             (deployment, configured), *others = addresses.items()
             if others:
                 raise ValueError(f'ENCODER_DISCOVERY serves one deployment; this flow has {sorted(addresses)}')

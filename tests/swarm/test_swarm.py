@@ -61,6 +61,9 @@ class Load:
                         self.wrong.append(f'a 200 with wrong or missing embeddings: shape {vectors.shape}')
             except OSError as error:  # refused, reset, timed out: the gap while a node is lost
                 outcome = type(error).__name__
+            except (KeyError, TypeError, ValueError) as error:  # a 200 whose body is not the embeddings
+                outcome = 'bad body'
+                self.wrong.append(f'a 200 with an unreadable body: {error!r}')
             self.outcomes.append((time.monotonic(), outcome))
             self.latencies.append(time.monotonic() - started)
             time.sleep(0.05)  # a steady load that leaves the 2 cores room for the nodes' own work
