@@ -70,10 +70,17 @@ def test_requests_reach_both_replicas(two_replicas: Stack, reference_model):
 
 
 def test_a_crashed_replica_is_routed_around_and_comes_back(two_replicas: Stack, reference_model):
-    os.kill(two_replicas.container_state('encoder-rep-1')['Pid'], signal.SIGKILL)  # as the OOM killer would
+    before = two_replicas.container_state('encoder-rep-1')
+    os.kill(before['Pid'], signal.SIGKILL)  # as the OOM killer would
     killed_at = time.monotonic()
+
+    def back() -> bool:
+        """Restarted (a state read just after the kill can still be the old, healthy one) and healthy again."""
+        state = two_replicas.container_state('encoder-rep-1')
+        return state['StartedAt'] != before['StartedAt'] and state.get('Health', {}).get('Status') == 'healthy'
+
     statuses = []
-    while two_replicas.container_state('encoder-rep-1').get('Health', {}).get('Status') != 'healthy':
+    while not back():
         assert time.monotonic() - killed_at < 180, 'the killed replica did not come back within 180 s'
         reply = encode(two_replicas, 'while one replica is down')
         statuses.append(reply.status_code)

@@ -19,7 +19,13 @@ TEXTS = ['a swarm of engines', 'one node fewer', 'rolling, one task at a time']
 
 def make(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedProcess:
     """A make target of the checkout, run against the manager's engine as on the manager itself."""
-    settings = {'DOCKER_HOST': cluster.docker_host, 'MODEL_CACHE_DIR': os.environ['HF_HOME'], 'API_KEY': API_KEY}
+    settings = {
+        'DOCKER_HOST': cluster.docker_host,
+        'MODEL_CACHE_DIR': os.environ['HF_HOME'],
+        'API_KEY': API_KEY,
+        # A deploy loads the model on nodes that share 2 cores: room for a slower machine, not a bound on speed.
+        'WAIT_TIMEOUT': '600',
+    }
     return subprocess.run(
         ['make', '--no-print-directory', *args], cwd=REPO, env={**os.environ, **settings, **env},
         capture_output=True, text=True, timeout=900,
