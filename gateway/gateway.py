@@ -335,10 +335,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
         return observe
 
     def _encoder_addresses(self) -> list[str]:
-        addresses = self.runtime_args.deployments_addresses or {}
-        if isinstance(addresses, str):  # the exported command passes it as JSON
-            addresses = json.loads(addresses)
-        return [address for replicas in addresses.values() for address in replicas]
+        return [address for replicas in deployment_addresses(self.runtime_args).values() for address in replicas]
 
     async def _encoders_serving(self):
         flat = self._encoder_addresses()
@@ -378,6 +375,12 @@ class EmbeddingHTTPGateway(HTTPGateway):
             return openai_error(400, f'{field or "body"}: {first.get("msg", "invalid request")}', field)
 
         app.add_middleware(HTTPGuard, gateway=self, api_key=configured_api_key())
+
+
+def deployment_addresses(runtime_args) -> dict[str, list[str]]:
+    """--deployments-addresses: {deployment: [host:port, ...]}."""
+    addresses = runtime_args.deployments_addresses or {}
+    return json.loads(addresses) if isinstance(addresses, str) else addresses  # the exported command passes JSON
 
 
 def configured_api_key() -> str:
@@ -638,9 +641,7 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
         await super().setup_server()
         self.discovery_task = None
         if DISCOVERY_TARGET:  # a swarm: the encoder's replicas come and go at addresses found by DNS (discovery.py)
-            addresses = self.runtime_args.deployments_addresses or {}
-            if isinstance(addresses, str):  # the exported command passes it as JSON
-                addresses = json.loads(addresses)
+            addresses = deployment_addresses(self.runtime_args)
             (deployment, configured), *others = addresses.items()
             if others:
                 raise ValueError(f'ENCODER_DISCOVERY serves one deployment; this flow has {sorted(addresses)}')

@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 FLOW = REPO / 'flow.yml'
 GATEWAY_IMAGE = 'sentence-gateway:3.33.1'  # jina's version: the gateway image is jina itself
-HEADER = '# generated from flow.yml by scripts/export_compose.py (make export) - do not edit\n'
+HEADER = '# generated from flow.yml by {generator} (make export) - do not edit\n'
 
 # uses_with keys that the environment (or .env) may override, as ENV_NAME; the flow.yml value is the default.
 OVERRIDABLE_USES_WITH = {
@@ -287,8 +287,8 @@ def build_compose_files(flow: dict, context: str = '.') -> tuple[dict, dict]:
     return compose, {'services': overlay_services}
 
 
-def render(document: dict, title: str) -> str:
-    return HEADER + f'# {title}\n' + yaml.safe_dump(document, sort_keys=False, width=1000)
+def render(document: dict, title: str, generator: str = 'scripts/export_compose.py') -> str:
+    return HEADER.format(generator=generator) + f'# {title}\n' + yaml.safe_dump(document, sort_keys=False, width=1000)
 
 
 def main() -> None:

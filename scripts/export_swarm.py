@@ -113,8 +113,8 @@ def main() -> None:
     parser.add_argument('--check', action='store_true', help='compare with the committed file instead of writing')
     args = parser.parse_args()
     swarm = build_swarm_file(yaml.safe_load(FLOW.read_text()))
-    text = render(swarm, 'Docker swarm: make swarm-up (docker stack deploy -c swarm.yml)')
-    outputs = {REPO / 'swarm.yml': text.replace('scripts/export_compose.py', 'scripts/export_swarm.py', 1)}
+    title = 'Docker swarm: make swarm-up (docker stack deploy -c swarm.yml)'
+    outputs = {REPO / 'swarm.yml': render(swarm, title, generator='scripts/export_swarm.py')}
     write_or_check(outputs, args.check, 'make export')
 
 

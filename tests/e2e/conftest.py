@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_stack import REPO, Stack, docker_available, fill_model_cache, stack_env
+from compose_stack import Stack, docker_available, fill_model_cache, stack_env
+from helpers import build_stack_images
 
 
 @pytest.fixture(scope='session')
 def images_built() -> None:
     if not docker_available():
         pytest.fail('these tests need a running Docker engine with Compose v2: run `make engine` (or .ci/run)')
-    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway', 'tools'], cwd=REPO, check=True)
+    build_stack_images()
 
 
 @pytest.fixture(scope='session')

@@ -6,14 +6,13 @@ on each real node), and the manager's port 8080 on a 127.0.0.1 port of the host.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cluster import Cluster, swarm_cluster
-from helpers import REPO, free_port
+from helpers import REPO, build_stack_images, free_port
 
 ENCODER_IMAGE = 'sentence-encoder:cpu'
 GATEWAY_IMAGE = 'sentence-gateway:3.33.1'
@@ -22,7 +21,7 @@ TOOLS_IMAGE = 'sentence-tools:cpu'
 
 @pytest.fixture(scope='session')
 def images_built() -> None:
-    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway', 'tools'], cwd=REPO, check=True)
+    build_stack_images()
 
 
 @pytest.fixture(scope='module')
