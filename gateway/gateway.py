@@ -55,6 +55,7 @@ MAX_TOKENS_PER_INPUT = int(os.environ.get('MAX_TOKENS_PER_INPUT', '256'))  # all
 DRAIN_TIMEOUT_S = float(os.environ.get('DRAIN_TIMEOUT_S', '20'))
 ENCODE_ENDPOINT = '/encode'
 OPENAI_EMBEDDINGS = '/v1/embeddings'
+EMBEDDING_ROUTES = (ENCODE_ENDPOINT, OPENAI_EMBEDDINGS)
 OPENAI_REQUEST_FIELDS = {'input', 'model', 'encoding_format', 'user'}
 # uvicorn's line per request: off unless ACCESS_LOG=1 (it cost ~5% of the gateway's CPU at a few hundred requests/s,
 # and Docker's log driver more); jina's request metrics on the monitoring port count requests either way.
@@ -167,11 +168,16 @@ class EmbeddingHTTPGateway(HTTPGateway):
     """Jina's HTTP gateway plus the OpenAI-compatible, health and readiness routes, limits and the API key."""
 
     in_flight = 0  # HTTP requests being answered, counted by the guard for the drain at shutdown
+    embeddings_in_flight = 0  # of which POSTs to the embedding routes (a gauge in the metrics)
     draining = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.uvicorn_kwargs.setdefault('access_log', ACCESS_LOG)
+        # After the drain nothing should be left; should anything be, uvicorn cancels it rather than waiting for the
+        # SIGKILL at the end of the stop grace period.
+        self.uvicorn_kwargs.setdefault('timeout_graceful_shutdown', 5)
+        self.requests_running: set[asyncio.Task] = set()  # the tasks answering in_flight, for the drain to cut off
 
     @property
     def app(self) -> FastAPI:
@@ -184,7 +190,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
             max_docs=HTTP_BATCH_MAX_DOCS,
             max_wait_ms=HTTP_BATCH_WAIT_MS,
             max_batches_in_flight=HTTP_BATCHES_IN_FLIGHT * max(1, len(self._encoder_addresses())),
-            on_batch=self._batch_metrics(),
+            on_batch=self._register_metrics(),
         )
         # The unbatched endpoint is for the coalescer, which validates first: not a public HTTP route.
         app.router.routes = [route for route in app.router.routes if getattr(route, 'path', '') != UNBATCHED_ENDPOINT]
@@ -310,13 +316,20 @@ class EmbeddingHTTPGateway(HTTPGateway):
         }
         return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
 
-    def _batch_metrics(self):
-        """Prometheus histograms of the joined batches, beside jina's own metrics (which count encoder requests, so
-        joined batches, not HTTP requests), when the gateway runs with monitoring."""
+    def _register_metrics(self):
+        """The HTTP side's Prometheus metrics, beside jina's own (which count encoder requests, so joined batches, not
+        HTTP requests), when the gateway runs with monitoring: the embedding requests being answered (a gauge), and
+        histograms of the joined batches (returns their observer for the coalescer)."""
         registry = getattr(self, 'metrics_registry', None)
         if registry is None:
             return None
-        from prometheus_client import Histogram
+        from prometheus_client import Gauge, Histogram
+
+        Gauge(
+            'gateway_http_embedding_requests_in_flight',
+            'HTTP requests to /encode and /v1/embeddings taken and not yet answered (waiting to join, or encoding)',
+            registry=registry, namespace='jina',
+        ).set_function(lambda: self.embeddings_in_flight)  # fmt: skip
 
         buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
         requests = Histogram(
@@ -352,13 +365,24 @@ class EmbeddingHTTPGateway(HTTPGateway):
         return serving, {address: address in serving for address in flat}
 
     async def drain(self, timeout: float) -> None:
-        """Refuse new requests (503) and wait, up to `timeout` seconds, for those in flight to be answered."""
+        """Refuse new requests (503) and wait, up to `timeout` seconds, for those in flight to be answered; then cut
+        off those still running, which answer 503 at once (see HTTPGuard).
+
+        Cut off, not left to Jina's shutdown: a request waiting on a stuck encoder (seen with the encoder paused) was
+        not ended by closing the connections to it, and uvicorn waited for it until the stop's SIGKILL."""
         self.draining = True
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if self.in_flight:
-            self.logger.warning(f'shutting down with {self.in_flight} HTTP requests unanswered after {timeout} s')
+        if not self.in_flight:
+            return
+        self.logger.warning(f'shutting down with {self.in_flight} HTTP requests unanswered after {timeout} s: 503')
+        for task in list(self.requests_running):
+            task.cancel()
+        deadline = loop.time() + 2  # they answer at once; this is only for the writing of the replies
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     # -- guards: draining, API key, body size, OpenAI-shaped validation errors
 
@@ -416,7 +440,11 @@ class HTTPGuard:
         if refusal is not None:
             return await refusal(scope, receive, send)
         gateway = self.gateway
+        embedding = scope['method'] == 'POST' and scope['path'] in EMBEDDING_ROUTES
         gateway.in_flight += 1
+        gateway.embeddings_in_flight += embedding
+        task = asyncio.current_task()  # uvicorn answers each request in a task of its own
+        gateway.requests_running.add(task)
         started = False
 
         async def send_noting_the_start(message) -> None:
@@ -427,7 +455,7 @@ class HTTPGuard:
 
         try:
             direct = None
-            if scope['method'] == 'POST' and scope['path'] in (ENCODE_ENDPOINT, OPENAI_EMBEDDINGS):
+            if embedding:
                 body = await read_body(receive, MAX_BODY_BYTES)
                 if body is None:
                     return await body_too_large(None)(scope, receive, send)
@@ -438,14 +466,16 @@ class HTTPGuard:
                     direct = unanswered_at_shutdown()
                 return await direct(scope, receive, send)
             await self.app(scope, receive, send_noting_the_start)
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             if not gateway.draining or started:
                 raise
-            # Still running when the drain's budget ran out: Jina's shutdown closed the connection to the encoder
-            # under it. Say so, instead of a bare 500.
+            # Still running when the drain's budget ran out: cut off by the drain, or Jina's shutdown closed the
+            # connection to the encoder under it. Say so, instead of a bare 500 or a closed connection.
             await unanswered_at_shutdown()(scope, receive, send)
         finally:
             gateway.in_flight -= 1
+            gateway.embeddings_in_flight -= embedding
+            gateway.requests_running.discard(task)
 
     def _refusal(self, scope) -> Response | None:
         """A response refusing the request before it is read, or None."""

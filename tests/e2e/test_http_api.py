@@ -86,5 +86,6 @@ def test_prometheus_metrics_on_loopback(stack: Stack):
     gateway = requests.get(f'http://127.0.0.1:{ports["GATEWAY_METRICS_PORT"]}/', timeout=10).text
     assert 'jina_receiving_request_seconds' in gateway or 'jina_sending_request_seconds' in gateway
     assert 'jina_gateway_joined_batch_texts_sum' in gateway  # HTTP requests joined into encoder requests
+    assert 'jina_gateway_http_embedding_requests_in_flight 0.0' in gateway  # the request above was answered
     published = stack.compose('port', 'encoder', '9091').stdout.strip()
     assert published.startswith('127.0.0.1:'), published
