@@ -167,17 +167,15 @@ class TokenCounter:
 class EmbeddingHTTPGateway(HTTPGateway):
     """Jina's HTTP gateway plus the OpenAI-compatible, health and readiness routes, limits and the API key."""
 
-    in_flight = 0  # HTTP requests being answered, counted by the guard for the drain at shutdown
-    embeddings_in_flight = 0  # of which POSTs to the embedding routes (a gauge in the metrics)
     draining = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.uvicorn_kwargs.setdefault('access_log', ACCESS_LOG)
-        # After the drain nothing should be left; should anything be, uvicorn cancels it rather than waiting for the
-        # SIGKILL at the end of the stop grace period.
-        self.uvicorn_kwargs.setdefault('timeout_graceful_shutdown', 5)
-        self.requests_running: set[asyncio.Task] = set()  # the tasks answering in_flight, for the drain to cut off
+        # Kept by the guard: the task answering each HTTP request in flight (for the drain to wait for, and to cut
+        # off), and how many of them are POSTs to the embedding routes (a gauge in the metrics).
+        self.requests_running: set[asyncio.Task] = set()
+        self.embeddings_in_flight = 0
 
     @property
     def app(self) -> FastAPI:
@@ -371,18 +369,19 @@ class EmbeddingHTTPGateway(HTTPGateway):
         Cut off, not left to Jina's shutdown: a request waiting on a stuck encoder (seen with the encoder paused) was
         not ended by closing the connections to it, and uvicorn waited for it until the stop's SIGKILL."""
         self.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.in_flight and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if not self.in_flight:
+        if await self._all_answered(within=timeout):
             return
-        self.logger.warning(f'shutting down with {self.in_flight} HTTP requests unanswered after {timeout} s: 503')
+        unanswered = len(self.requests_running)
+        self.logger.warning(f'shutting down with {unanswered} HTTP requests unanswered after {timeout} s: 503')
         for task in list(self.requests_running):
             task.cancel()
-        deadline = loop.time() + 2  # they answer at once; this is only for the writing of the replies
-        while self.in_flight and loop.time() < deadline:
+        await self._all_answered(within=2)  # they answer at once; this is only for the writing of the replies
+
+    async def _all_answered(self, within: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + within
+        while self.requests_running and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+        return not self.requests_running
 
     # -- guards: draining, API key, body size, OpenAI-shaped validation errors
 
@@ -441,10 +440,9 @@ class HTTPGuard:
             return await refusal(scope, receive, send)
         gateway = self.gateway
         embedding = scope['method'] == 'POST' and scope['path'] in EMBEDDING_ROUTES
-        gateway.in_flight += 1
-        gateway.embeddings_in_flight += embedding
         task = asyncio.current_task()  # uvicorn answers each request in a task of its own
         gateway.requests_running.add(task)
+        gateway.embeddings_in_flight += embedding
         started = False
 
         async def send_noting_the_start(message) -> None:
@@ -473,9 +471,8 @@ class HTTPGuard:
             # connection to the encoder under it. Say so, instead of a bare 500 or a closed connection.
             await unanswered_at_shutdown()(scope, receive, send)
         finally:
-            gateway.in_flight -= 1
-            gateway.embeddings_in_flight -= embedding
             gateway.requests_running.discard(task)
+            gateway.embeddings_in_flight -= embedding
 
     def _refusal(self, scope) -> Response | None:
         """A response refusing the request before it is read, or None."""
