@@ -13,19 +13,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 # Listed before executor.py in config.yml's py_modules; jina-free (the GPU benchmark imports devices where jina is not).
 from devices import StartupError, resolve_backend, resolve_device, resolve_dtype
 from docarray import DocList
 from docarray.documents import TextDoc
+from encode_inputs import VERIFY_SAMPLE, EncodeOptions, InputProblem, TextWindow, check_parameters, describe_bad_text
 from jina import Executor, dynamic_batching, requests
 from jina.serve.runtimes.worker.batch_queue import BatchQueue
 from lanes import lanes_for
 from pydantic import validator
 from sentence_transformers import SentenceTransformer
 
-__all__ = ['BadRequestError', 'SentenceEncoder', 'StartupError', 'load_model', 'resolve_backend', 'resolve_device']
+__all__ = [
+    'BadRequestError',
+    'NonFiniteEmbedding',
+    'SentenceEncoder',
+    'StartupError',
+    'load_model',
+    'resolve_backend',
+    'resolve_device',
+]
 
 DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
 # How many offending ids an error message lists before it says "and N more".
@@ -71,6 +81,11 @@ def openvino_performance_hint() -> str:
 
 class BadRequestError(ValueError):
     """A request the executor refuses; the executor itself keeps serving."""
+
+
+class NonFiniteEmbedding(RuntimeError):
+    """The model gave a NaN or infinite embedding for a text, also when it was encoded again alone: the request fails
+    (a 500 naming the doc) rather than answer a vector of nulls with a 200 (docs/reliability.md)."""
 
 
 def hf_hub_cache() -> Path:
@@ -218,18 +233,15 @@ class EncodeDoc(TextDoc):
 
 
 def find_bad_docs(docs: DocList[TextDoc]) -> str | None:
-    """Describe the docs that cannot be encoded (no text, empty text, non-string text), or None when all are fine."""
+    """Describe the docs that cannot be encoded (no text, empty text, non-string text, invalid Unicode), or None."""
     problems: dict[str, list[str]] = {}
     for position, doc in enumerate(docs):
         # Jina's HTTP gateway passes docs sent without an id with id None: name those by position.
         name = str(doc.id) if doc.id is not None else f'#{position}'
-        text = doc.text
-        if text is None:
-            problems.setdefault('no text', []).append(name)
-        elif not isinstance(text, str):
-            problems.setdefault(f'text is not a string ({type(text).__name__})', []).append(name)
-        elif not text.strip():
-            problems.setdefault('empty text', []).append(name)
+        problem = describe_bad_text(doc.text)
+        if problem:
+            problem = problem.split(' (a lone surrogate')[0]  # grouped by kind; the position differs per text
+            problems.setdefault(problem, []).append(name)
     if not problems:
         return None
 
@@ -281,6 +293,7 @@ class SentenceEncoder(Executor):
         self.batch_size = batch_size
         self.normalize = normalize
         self.max_docs_per_request = max_docs_per_request
+        self.text_window = text_window_for(self.model, self.logger)
         # flow.yml's `allow_concurrent` lets Jina call encode from several threads at once; the lanes bound how many.
         self.lanes = lanes_for(self.model, self.backend)
         warm_up(self.model, batch_size)
@@ -293,7 +306,7 @@ class SentenceEncoder(Executor):
     def _init_encoder_metrics(self) -> None:
         """Prometheus metrics beside jina's own (request counts and latencies), when the Flow runs with monitoring."""
         registry = getattr(self.runtime_args, 'metrics_registry', None)
-        self._docs_encoded = self._docs_per_request = None
+        self._docs_encoded = self._docs_per_request = self._non_finite = None
         if registry is None:
             return
         from prometheus_client import Counter, Histogram
@@ -305,6 +318,14 @@ class SentenceEncoder(Executor):
             'sentence_encoder_request_docs',
             'Docs per request reaching the encoder (the batch it encodes, in chunks of batch_size)',
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10_000),
+            registry=registry,
+            namespace='jina',
+        )
+        self._non_finite = Counter(
+            'sentence_encoder_non_finite_embeddings',
+            'Embeddings with a NaN or inf value: outcome=reencoded (finite when encoded again alone, served) or '
+            'failed (non-finite again: the request failed with a 500)',
+            labelnames=('outcome',),
             registry=registry,
             namespace='jina',
         )
@@ -340,20 +361,75 @@ class SentenceEncoder(Executor):
         problem = find_bad_docs(docs)
         if problem:
             raise BadRequestError(problem)
+        options = self._options(parameters)
         if not docs:
             return docs
-        embeddings = self.lanes.encode(
-            [doc.text for doc in docs],
-            batch_size=int(parameters.get('batch_size', self.batch_size)),
-            normalize_embeddings=bool(parameters.get('normalize', self.normalize)),
-            convert_to_tensor=True,
-            show_progress_bar=False,
-        )
-        # float32 on the wire whatever the compute dtype: numpy has no bfloat16, and clients expect one type.
-        embeddings = embeddings.float().cpu().numpy()
+        texts = [self.text_window.cut(doc.text) for doc in docs] if self.text_window else [doc.text for doc in docs]
+        embeddings = self._encode_finite(texts, [doc.id for doc in docs], options)
         for doc, embedding in zip(docs, embeddings, strict=True):
             doc.embedding = embedding
         if self._docs_encoded is not None:
             self._docs_encoded.inc(len(docs))
             self._docs_per_request.observe(len(docs))
         return docs
+
+    def _options(self, parameters: dict) -> EncodeOptions:
+        """`parameters` checked as the gateway checks them (encode_inputs.py): gRPC callers reach the executor
+        directly. Jina adds `__results__`, and the executor's own name when a caller addressed parameters to it."""
+        try:
+            return check_parameters(parameters, ignore=frozenset({'__results__', self.metas.name}))
+        except InputProblem as problem:
+            raise BadRequestError(str(problem)) from None
+
+    def _encode(self, texts: list[str], options: EncodeOptions) -> torch.Tensor:
+        return self.lanes.encode(
+            texts,
+            batch_size=options.batch_size or self.batch_size,
+            normalize_embeddings=self.normalize if options.normalize is None else options.normalize,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+
+    def _encode_finite(self, texts: list[str], ids: list, options: EncodeOptions):
+        """The embeddings of `texts` as float32 numpy rows, every value finite.
+
+        A row with a NaN or inf is encoded again, alone, once (issue 28: a vector of NaNs was served once, and could
+        not be made to happen again); still non-finite, the request fails with NonFiniteEmbedding naming the doc.
+        float32 on the wire whatever the compute dtype: numpy has no bfloat16, and clients expect one type."""
+        embeddings = self._encode(texts, options).float().cpu().numpy()
+        finite = np.isfinite(embeddings).all(axis=1)
+        if finite.all():
+            return embeddings
+        for row in np.flatnonzero(~finite):
+            again = self._encode([texts[row]], options).float().cpu().numpy()
+            recovered = bool(np.isfinite(again).all())
+            name = ids[row] if ids[row] is not None else f'#{row}'
+            self.logger.warning(
+                f'non-finite embedding for doc {name} (text {texts[row][:60]!r}, {len(texts[row])} chars, in a batch '
+                f'of {len(texts)}; backend {self.backend} on {self.device}, {self.dtype}): '
+                + ('finite when encoded again alone, served' if recovered else 'non-finite again, request failed')
+            )
+            if self._non_finite is not None:
+                self._non_finite.labels(outcome='reencoded' if recovered else 'failed').inc()
+            if not recovered:
+                raise NonFiniteEmbedding(
+                    f'the model gave a non-finite (NaN or inf) embedding for doc {name}, also when encoded again '
+                    f'alone ({self.backend} backend on {self.device}, {self.dtype}): nothing in this request was '
+                    'answered; the encoder log has the text'
+                )
+            embeddings[row] = again[0]
+        return embeddings
+
+
+def text_window_for(model: SentenceTransformer, logger) -> TextWindow | None:
+    """A TextWindow for the model's own tokenizer, or None (texts then reach the model whole) when the tokenizer is
+    not a fast one or does not split words the way the cut assumes (checked on a sample: encode_inputs.py)."""
+    backend_tokenizer = getattr(getattr(model, 'tokenizer', None), 'backend_tokenizer', None)
+    if backend_tokenizer is None:
+        logger.warning('the model has no fast tokenizer: long texts are tokenised whole')
+        return None
+    window = TextWindow(backend_tokenizer, model.max_seq_length)
+    if not window.verified(VERIFY_SAMPLE):
+        logger.warning("the model's tokenizer does not keep a cut text's first tokens: long texts are tokenised whole")
+        return None
+    return window

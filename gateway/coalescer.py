@@ -10,15 +10,19 @@ so a lone request waits for nothing. The encoder "has room" while fewer than `ma
 is when one comes back, when `max_docs` texts are waiting, or when the oldest has waited `max_wait_ms`, whichever is
 first. The only latency joining adds is that wait, and only while the encoder is busy anyway.
 
-A request's texts are never split across batches, so its vectors come back together and in order. A batch the encoder
-refuses as bad input (the gateway validates every request first, so this should not happen) is resent request by
-request, so that only the faulty one gets the error: a bad request never fails another.
+A request's texts are never split across batches, so its vectors come back together and in order. Requests join only
+requests with the same options (per-request `parameters` of /encode: normalize, batch_size). A batch that fails for
+any reason but the encoder being unavailable (the gateway validates every request first, so this should not happen)
+is resent request by request, so that only the faulty one gets the error: a bad request never fails another.
+
+At most `max_queued_texts` texts wait; a request that would pass it is refused at once (429 with Retry-After), as TEI
+and Infinity refuse when their queue is full: waiting longer only makes every answer later.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 
@@ -32,13 +36,23 @@ class EncoderRefused(Exception):
         self.headers = headers
 
 
-# Sends a list of texts to the encoder as one request; returns one vector per text, in order, or raises EncoderRefused.
-SendBatch = Callable[[list[str]], Awaitable[list]]
+class QueueFull(EncoderRefused):
+    def __init__(self, waiting: int, limit: int) -> None:
+        super().__init__(
+            f'the gateway has {waiting} texts waiting for the encoder, at its limit of {limit} (MAX_QUEUED_TEXTS): '
+            'retry shortly', False, 429, {'Retry-After': '1'},
+        )  # fmt: skip
+
+
+# Sends texts with their options to the encoder as one request; returns one vector per text, in order, or raises
+# EncoderRefused.
+SendBatch = Callable[[list[str], Hashable], Awaitable[list]]
 
 
 @dataclass
 class _Waiting:
     texts: list[str]
+    options: Hashable
     reply: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -50,6 +64,7 @@ class RequestCoalescer:
         max_wait_ms: float,
         max_batches_in_flight: int,
         on_batch: Callable[[int, int], None] | None = None,
+        max_queued_texts: int | None = None,
     ) -> None:
         """`on_batch(requests, texts)` is told the size of each batch as it leaves (for the metrics)."""
         if max_docs < 1 or max_batches_in_flight < 1 or max_wait_ms < 0:
@@ -59,15 +74,20 @@ class RequestCoalescer:
         self.max_docs = max_docs
         self.max_wait_s = max_wait_ms / 1000
         self.max_batches_in_flight = max_batches_in_flight
+        self.max_queued_texts = max_queued_texts
         self._waiting: list[_Waiting] = []
         self._waiting_docs = 0
         self._batches_in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # batches being sent: referenced, so they are not garbage-collected
 
-    async def encode(self, texts: list[str]) -> list:
-        """The vectors of `texts`, in order, encoded together with whatever other requests are waiting."""
-        waiting = _Waiting(texts)
+    async def encode(self, texts: list[str], options: Hashable = None) -> list:
+        """The vectors of `texts`, in order, encoded together with whatever other requests of the same `options`
+        are waiting; QueueFull at once when the texts waiting would pass max_queued_texts."""
+        limit = self.max_queued_texts
+        if limit is not None and self._waiting and self._waiting_docs + len(texts) > limit:
+            raise QueueFull(self._waiting_docs, limit)
+        waiting = _Waiting(texts, options)
         self._waiting.append(waiting)
         self._waiting_docs += len(texts)
         if self._batches_in_flight < self.max_batches_in_flight or self._waiting_docs >= self.max_docs:
@@ -97,12 +117,17 @@ class RequestCoalescer:
             self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._send_waiting, True)
 
     def _take_batch(self) -> list[_Waiting]:
-        """The oldest waiting requests, up to max_docs texts (at least one request, however many texts it has)."""
-        batch, docs = [], 0
-        while self._waiting and (not batch or docs + len(self._waiting[0].texts) <= self.max_docs):
-            waiting = self._waiting.pop(0)
-            batch.append(waiting)
-            docs += len(waiting.texts)
+        """The oldest waiting request and those after it with the same options, up to max_docs texts (at least one
+        request, however many texts it has). Requests with other options keep their places."""
+        options = self._waiting[0].options
+        batch, docs, left = [], 0, []
+        for waiting in self._waiting:
+            if waiting.options == options and (not batch or docs + len(waiting.texts) <= self.max_docs):
+                batch.append(waiting)
+                docs += len(waiting.texts)
+            else:
+                left.append(waiting)
+        self._waiting = left
         self._waiting_docs -= docs
         return batch
 
@@ -118,18 +143,14 @@ class RequestCoalescer:
     async def _answer(self, batch: list[_Waiting]) -> None:
         texts = [text for waiting in batch for text in waiting.texts]
         try:
-            vectors = await self._send_batch(texts)
-        except EncoderRefused as error:
-            if error.input_fault and len(batch) > 1:
-                await asyncio.gather(*(self._answer([waiting]) for waiting in batch))  # find the faulty one
+            vectors = await self._send_batch(texts, batch[0].options)
+            if len(vectors) != len(texts):
+                raise EncoderRefused(f'the encoder returned {len(vectors)} of {len(texts)} vectors', False)
+        except Exception as error:  # noqa: BLE001 - every request of the batch must be answered, whatever happened
+            if len(batch) > 1 and not _encoder_unavailable(error):
+                await asyncio.gather(*(self._answer([waiting]) for waiting in batch))  # only the faulty one fails
             else:
                 _settle(batch, error=error)
-            return
-        except Exception as error:  # noqa: BLE001 - every request of the batch must be answered, whatever happened
-            _settle(batch, error=error)
-            return
-        if len(vectors) != len(texts):
-            _settle(batch, error=EncoderRefused(f'the encoder returned {len(vectors)} of {len(texts)} vectors', False))
             return
         start = 0
         for waiting in batch:
@@ -137,6 +158,12 @@ class RequestCoalescer:
             if not waiting.reply.done():  # done: its caller went away (the client disconnected)
                 waiting.reply.set_result(vectors[start:end])
             start = end
+
+
+def _encoder_unavailable(error: Exception) -> bool:
+    """The encoder is down or restarting: every request would fail alone too, so resending them one by one would
+    only multiply the load on it as it comes back."""
+    return isinstance(error, EncoderRefused) and error.status == 503
 
 
 def _settle(batch: list[_Waiting], error: BaseException) -> None:

@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'gateway'))
-from coalescer import EncoderRefused, RequestCoalescer  # noqa: E402
+from coalescer import EncoderRefused, QueueFull, RequestCoalescer  # noqa: E402
 
 # Generous bounds on waits that must not happen (a lone request held for a timer): failures, not measurements.
 NEVER_MS = 60_000
@@ -24,19 +24,30 @@ class StandInEncoder:
     """Answers each batch after `delay_s` (and once `gate` is open, if given) with one vector per text: [hash of the
     text]. Records the batches."""
 
-    def __init__(self, delay_s: float = 0.01, refuse: str | None = None, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        delay_s: float = 0.01,
+        refuse: str | None = None,
+        gate: asyncio.Event | None = None,
+        failure: Exception | None = None,
+    ) -> None:
         self.delay_s = delay_s
-        self.refuse = refuse  # a text it refuses as bad input, failing the whole batch, as the executor would
+        self.refuse = refuse  # a text that fails the whole batch it is in
+        # What a batch holding `refuse` raises: the executor's refusal by default, or any other exception (protobuf
+        # raised UnicodeEncodeError for a lone surrogate, which failed 24 innocent requests joined with it).
+        self.failure = failure or EncoderRefused(f'refused {refuse!r}', input_fault=True)
         self.gate = gate
         self.batches: list[list[str]] = []
+        self.options: list = []
 
-    async def __call__(self, texts: list[str]) -> list:
+    async def __call__(self, texts: list[str], options=None) -> list:
         self.batches.append(list(texts))
+        self.options.append(options)
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(self.delay_s)
         if self.refuse in texts:
-            raise EncoderRefused(f'refused {self.refuse!r}', input_fault=True)
+            raise self.failure
         return [[float(hash(text))] for text in texts]
 
 
@@ -96,18 +107,27 @@ def test_batches_stay_within_max_docs_and_a_request_is_never_split():
 
 
 def test_requests_waiting_longer_than_max_wait_leave_without_a_free_slot():
-    encoder = StandInEncoder(delay_s=0.5)
+    """The first batch never returns until the second request has been answered: the second can only leave by the
+    max_wait timer (without it this test times out), not because a slot came free."""
+    first_may_return = asyncio.Event
 
     async def scenario():
-        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=1, max_batches_in_flight=1)
-        first = asyncio.ensure_future(joiner.encode(['first']))
-        await asyncio.sleep(0.05)  # the first batch is out and encoding for 0.5 s
-        second = await joiner.encode(['second'])
-        return second, len(encoder.batches), await first
+        release = first_may_return()
 
-    second, batches_when_second_returned, first = run(scenario())
+        async def encoder(texts, options=None):
+            if texts == ['first']:
+                await release.wait()
+            return vectors_of(texts)
+
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=50, max_batches_in_flight=1)
+        first = asyncio.ensure_future(joiner.encode(['first']))
+        await asyncio.sleep(0.01)  # the first batch is out, holding the only slot
+        second = await joiner.encode(['second'])
+        release.set()
+        return second, await first
+
+    second, first = run(scenario())
     assert (first, second) == (vectors_of(['first']), vectors_of(['second']))
-    assert batches_when_second_returned == 2
 
 
 def test_a_bad_request_in_a_joined_batch_fails_alone():
@@ -124,10 +144,68 @@ def test_a_bad_request_in_a_joined_batch_fails_alone():
     assert any(len(batch) > 1 and 'bad text' in batch for batch in encoder.batches), 'the bad one was joined first'
 
 
+def test_a_joined_batch_failing_with_any_exception_is_resent_one_request_at_a_time():
+    failure = UnicodeEncodeError('utf-8', '\ud800', 0, 1, 'surrogates not allowed')
+    encoder = StandInEncoder(refuse='bad text', failure=failure, gate=asyncio.Event())
+    requests = [[f'innocent {i}'] for i in range(24)] + [['bad text']]
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=1)
+        calls = [asyncio.ensure_future(joiner.encode(texts)) for texts in requests]
+        await asyncio.sleep(0)
+        encoder.gate.set()
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = run(scenario())
+    assert results[-1] is failure
+    assert results[:-1] == [vectors_of(texts) for texts in requests[:-1]]
+    assert any(len(batch) > 1 and 'bad text' in batch for batch in encoder.batches), 'the bad one was joined first'
+
+
+def test_requests_join_only_requests_with_the_same_options():
+    encoder = StandInEncoder(gate=asyncio.Event())
+    requests = [([f'text {i}'], ('normalize', i % 3 == 0)) for i in range(30)]
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=1)
+        calls = [asyncio.ensure_future(joiner.encode(texts, options)) for texts, options in requests]
+        await asyncio.sleep(0)
+        encoder.gate.set()
+        return await asyncio.gather(*calls)
+
+    assert run(scenario()) == [vectors_of(texts) for texts, _ in requests]
+    sent_with = {text: options for texts, options in requests for text in texts}
+    for batch, options in zip(encoder.batches, encoder.options, strict=True):
+        assert {sent_with[text] for text in batch} == {options}, (batch, options)
+    assert max(len(batch) for batch in encoder.batches) > 1, 'requests of the same options were joined'
+
+
+def test_past_max_queued_texts_a_request_is_refused_at_once_with_retry_after():
+    encoder = StandInEncoder(gate=asyncio.Event())
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=1,
+                                  max_queued_texts=5)  # fmt: skip
+        out = asyncio.ensure_future(joiner.encode(['out']))  # sent at once: not waiting
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(joiner.encode([f'w{i}', f'w{i}b'])) for i in range(2)]  # 4 texts waiting
+        await asyncio.sleep(0)
+        refused = await asyncio.gather(joiner.encode(['a', 'b']), return_exceptions=True)  # 6 > 5
+        fits = asyncio.ensure_future(joiner.encode(['fits']))  # 5
+        await asyncio.sleep(0)
+        encoder.gate.set()
+        return refused[0], await asyncio.gather(out, *waiting, fits)
+
+    refused, answered = run(scenario())
+    assert isinstance(refused, QueueFull) and refused.status == 429 and refused.headers['Retry-After']
+    assert 'MAX_QUEUED_TEXTS' in str(refused)
+    assert answered == [vectors_of(['out']), vectors_of(['w0', 'w0b']), vectors_of(['w1', 'w1b']), vectors_of(['fits'])]
+
+
 def test_an_unreachable_encoder_fails_the_batch_and_the_next_batch_works():
     calls = {'count': 0}
 
-    async def flaky(texts: list[str]) -> list:
+    async def flaky(texts: list[str], options=None) -> list:
         calls['count'] += 1
         if calls['count'] == 1:
             raise EncoderRefused('the encoder is unavailable', input_fault=False, status=503)

@@ -217,3 +217,13 @@ def test_more_docs_than_the_limit_are_rejected_and_the_next_request_works():
 
 def test_an_empty_request_returns_no_docs(encoder):
     assert len(encoder.encode(DocList[TextDoc]())) == 0
+
+
+def test_the_executor_checks_parameters_for_grpc_callers(encoder):
+    """gRPC callers reach the executor without the gateway's checks: the executor refuses the same parameters."""
+    docs = docs_of(['x'])
+    for parameters, fragment in [({'batch_size': 0}, 'integer from 1'), ({'normalize': 'false'}, 'true or false'),
+                                 ({'truncate': 1}, 'unknown')]:  # fmt: skip
+        with pytest.raises(ValueError, match=fragment):
+            encoder.encode(docs, parameters=parameters)
+    assert encoder.encode(docs, parameters={'batch_size': 8.0, '__results__': {}})[0].embedding.shape == (384,)

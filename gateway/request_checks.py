@@ -1,0 +1,252 @@
+"""The checks of every embedding request body, before anything is encoded (jina-free: unit-tested on their own).
+
+One parser reads every body (orjson): what it refuses is refused, with what is wrong, and no check is ever skipped
+because a parser failed (a BOM, UTF-16, NaN or a lone surrogate made the gateway hand the body, unchecked, to Jina's
+route, which lost docs and answered 500s). Then the shape is checked field by field, and everything a client controls
+is bounded: the number of texts, what each text is, the per-request `parameters`, the `header`.
+
+`RequestProblem` carries the message and the field; the route picks the status and the error shape (400 in
+OpenAI's shape on /v1, 422 with `detail` on /encode).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import orjson
+from encode_inputs import EncodeOptions, InputProblem, check_parameters, describe_bad_text
+
+OPENAI_FIELDS = ('input', 'model', 'encoding_format', 'user')
+ENCODING_FORMATS = ('float', 'base64')
+ENCODE_FIELDS = ('data', 'parameters', 'header')
+# A TextDoc's fields. `embedding` and `bytes_` are the encoder's to fill (or unused): sent, they are refused.
+DOC_FIELDS = ('id', 'text', 'url', 'bytes_', 'embedding')
+HEADER_FIELDS = {'requestId': 'request_id', 'request_id': 'request_id',
+                 'targetExecutor': 'target_executor', 'target_executor': 'target_executor'}  # fmt: skip
+MAX_IDS_IN_ERROR = 10
+MAX_ID_CHARS = 1024
+MAX_URL_CHARS = 65_536  # docarray's own bound on a TextDoc's url
+
+
+class RequestProblem(ValueError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+@dataclass
+class OpenAIRequest:
+    texts: list[str]
+    encoding_format: str = 'float'
+
+
+@dataclass
+class EncodeRequest:
+    docs: list[dict]  # as sent: the reply echoes their id, text and url
+    options: EncodeOptions = field(default_factory=EncodeOptions)
+    request_id: str | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [doc['text'] for doc in self.docs]
+
+
+def parse_json(body: bytes):
+    """The body as JSON (strict UTF-8, no byte-order mark, no NaN or Infinity, at most 1,024 levels deep), or a
+    RequestProblem saying what it is instead."""
+    if not body.strip():
+        return _refuse('the body is empty: send a JSON object')
+    if body.startswith((b'\xff\xfe', b'\xfe\xff')) or b'\x00' in body[:4]:
+        return _refuse('the body is not UTF-8 JSON: it looks like UTF-16 or UTF-32; send it as UTF-8')
+    if body.startswith(b'\xef\xbb\xbf'):
+        return _refuse('the body is not UTF-8 JSON as sent: it starts with a byte-order mark (BOM); send it without')
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        reason = str(error)
+        if 'surrogate' in reason and 'not valid UTF-8' not in reason:
+            raise LoneSurrogate(reason) from None
+        if 'not valid UTF-8' in reason:
+            return _refuse(f'the body is not valid UTF-8 ({reason}): send JSON encoded as UTF-8')
+        if 'unexpected character' in reason and re.search(rb'\bNaN\b|-?\bInfinity\b', body):
+            return _refuse(f'the body is not valid JSON ({reason}): NaN and Infinity are not JSON numbers')
+        return _refuse(f'the body is not valid JSON ({reason})')
+
+
+class LoneSurrogate(RequestProblem):
+    """A `\\ud800`-style escape with no pair: valid JSON syntax, but no Unicode text (see parse_and_check)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f'the body holds a string that is not valid Unicode ({reason}): a lone surrogate escape')
+
+
+def parse_and_check(body: bytes, check):
+    """`check(parse_json(body))`. A lone surrogate escape is refused by the parser for the whole body; to name the
+    text that holds it, the body is read again by Python's json (which keeps lone surrogates) and checked: the check
+    then refuses that text by its index or id. Whatever that second reading finds, the body is refused."""
+    try:
+        parsed = parse_json(body)
+    except LoneSurrogate as problem:
+        try:
+            check(json.loads(body))
+        except RequestProblem as named:
+            raise named from None
+        except Exception:  # noqa: BLE001 - the second reading only names the text; the refusal stands either way
+            pass
+        raise problem from None
+    return check(parsed)
+
+
+def check_openai_request(body, max_inputs: int) -> OpenAIRequest:
+    """A /v1/embeddings body: {"input": text or [texts], "model"?, "encoding_format"?, "user"?}."""
+    if not isinstance(body, dict):
+        return _refuse(f'the body must be a JSON object, not {_kind(body)}: {{"input": "...", "model": "..."}}')
+    unknown = [name for name in body if name not in OPENAI_FIELDS]
+    if unknown:
+        return _refuse(f'unknown fields {_names(unknown)}: /v1/embeddings takes {_names(OPENAI_FIELDS)}', unknown[0])
+    for name in ('model', 'user'):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return _refuse(f'`{name}` must be a string, not {_kind(body[name])}', name)
+    encoding_format = body.get('encoding_format') or 'float'
+    if encoding_format not in ENCODING_FORMATS:
+        return _refuse(f'`encoding_format` must be "float" or "base64", not {_short(encoding_format)}',
+                       'encoding_format')  # fmt: skip
+    if 'input' not in body:
+        return _refuse('`input` is required: a text, or a list of texts', 'input')
+    texts = body['input']
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list):
+        return _refuse(f'`input` must be a text or a list of texts, not {_kind(texts)}', 'input')
+    if not texts:
+        return _refuse('`input` is an empty list: send at least one text', 'input')
+    if len(texts) > max_inputs:
+        return _refuse(f'`input` has {len(texts)} texts, over the limit of {max_inputs} per request '
+                       '(MAX_INPUTS_PER_REQUEST): split it', 'input')  # fmt: skip
+    if any(isinstance(text, int) and not isinstance(text, bool) for text in texts) or (
+        any(isinstance(text, list) for text in texts)
+    ):
+        return _refuse(
+            '`input` holds token ids (numbers): this server takes text and tokenises it with its own model; ids from '
+            "another tokenizer (tiktoken's, most likely) would give wrong vectors. Send the texts; with LangChain's "
+            'OpenAIEmbeddings set check_embedding_ctx_length=False', 'input',
+        )  # fmt: skip
+    problems = {}
+    for index, text in enumerate(texts):
+        problem = describe_bad_text(text)
+        if problem:
+            problems.setdefault(_kind_of_problem(problem), []).append(str(index))
+    if problems:
+        details = '; '.join(f'{problem} at index {_listed(found)}' for problem, found in problems.items())
+        return _refuse(f'`input` has {details}: each text must be a non-empty string of valid Unicode', 'input')
+    return OpenAIRequest(texts=texts, encoding_format=encoding_format)
+
+
+def check_encode_request(body, max_inputs: int, executors: tuple[str, ...]) -> EncodeRequest:
+    """A POST /encode body, Jina's shape: {"data": [docs] or a doc, "parameters"?, "header"?}. `executors`: the
+    names a `header.targetExecutor` may select."""
+    if not isinstance(body, dict):
+        return _refuse(f'the body must be a JSON object, not {_kind(body)}: {{"data": [{{"text": "..."}}]}}')
+    unknown = [name for name in body if name not in ENCODE_FIELDS]
+    if unknown:
+        return _refuse(f'unknown fields {_names(unknown)}: /encode takes {_names(ENCODE_FIELDS)}', unknown[0])
+    if 'data' not in body:
+        return _refuse('`data` is required: a list of docs, e.g. {"data": [{"text": "hello world"}]}', 'data')
+    data = body['data']
+    docs = data if isinstance(data, list) else [data]
+    if len(docs) > max_inputs:
+        return _refuse(f'`data` has {len(docs)} docs, over the limit of {max_inputs} per request '
+                       '(MAX_INPUTS_PER_REQUEST): send them in smaller requests', 'data')  # fmt: skip
+    _check_docs(docs)
+    try:
+        options = check_parameters(body.get('parameters'))
+    except InputProblem as problem:
+        return _refuse(str(problem), 'parameters')
+    return EncodeRequest(docs=docs, options=options, request_id=_check_header(body.get('header'), executors))
+
+
+def _check_docs(docs: list) -> None:
+    problems: dict[str, list[str]] = {}
+    for position, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            return _refuse(f'`data` #{position} must be an object with a `text`, not {_kind(doc)}', 'data')
+        unknown = [name for name in doc if name not in DOC_FIELDS]
+        if unknown:
+            return _refuse(f'`data` #{position} has unknown fields {_names(unknown)}: a doc takes `id` and `text` '
+                           '(and `url`)', 'data')  # fmt: skip
+        name = doc.get('id')
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_ID_CHARS):
+            return _refuse(f'`data` #{position}: `id` must be a string of at most {MAX_ID_CHARS} characters, not '
+                           f'{_short(name)}', 'data')  # fmt: skip
+        url = doc.get('url')
+        if url is not None and (not isinstance(url, str) or len(url) > MAX_URL_CHARS):
+            return _refuse(f'`data` #{position}: `url` must be a string of at most {MAX_URL_CHARS} characters',
+                           'data')  # fmt: skip
+        for output in ('embedding', 'bytes_'):
+            if doc.get(output) is not None:
+                return _refuse(f'`data` #{position} carries `{output}`: leave it out, the encoder fills '
+                               '`embedding` and does not read `bytes_`', 'data')  # fmt: skip
+        problem = describe_bad_text(doc.get('text'))
+        if problem:
+            problems.setdefault(_kind_of_problem(problem), []).append(name if name is not None else f'#{position}')
+    if problems:
+        details = '; '.join(f'{problem}: ids {_listed(found)}' for problem, found in problems.items())
+        _refuse(f'{details}. Each doc needs a non-empty string of valid Unicode in `text`; nothing in this request '
+                'was encoded.', 'data')  # fmt: skip
+
+
+def _check_header(header, executors: tuple[str, ...]) -> str | None:
+    """The client's request id (echoed in the reply; never used as the encoder request's id, so ids chosen by
+    clients cannot collide), after checking `targetExecutor` selects the encoder."""
+    if header is None:
+        return None
+    if not isinstance(header, dict):
+        return _refuse(f'`header` must be an object, not {_kind(header)}', 'header')
+    unknown = [name for name in header if name not in HEADER_FIELDS]
+    if unknown:
+        return _refuse(f'unknown `header` fields {_names(unknown)}: it takes requestId and targetExecutor', 'header')
+    values = {HEADER_FIELDS[name]: value for name, value in header.items()}
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_CHARS):
+            return _refuse(f'`header.{name}` must be a string of at most {MAX_ID_CHARS} characters', 'header')
+    target = values.get('target_executor')
+    if target:
+        try:
+            pattern = re.compile(target)
+        except re.error as error:
+            message = f'header.targetExecutor {target!r} is not a valid regular expression ({error})'
+            return _refuse(f'{message}: it selects executors by name; leave it out, or send "{executors[0]}"', 'header')
+        if not any(pattern.match(name) for name in executors):
+            return _refuse(f'header.targetExecutor {target!r} selects no executor (this flow has '
+                           f'{_names(executors)}): nothing would be encoded; leave it out', 'header')  # fmt: skip
+    return values.get('request_id')
+
+
+def _refuse(message: str, param: str | None = None):
+    raise RequestProblem(message, param)
+
+
+def _kind_of_problem(problem: str) -> str:
+    return problem.split(' (a lone surrogate')[0]  # grouped by kind: the position differs from text to text
+
+
+def _kind(value) -> str:
+    return {dict: 'an object', list: 'a list', str: 'a string', bool: 'a boolean', type(None): 'null'}.get(
+        type(value), 'a number' if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _short(value) -> str:
+    shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) or value is None else _kind(value)
+    return shown if len(shown) <= 40 else shown[:40] + '...'
+
+
+def _names(names) -> str:
+    return ', '.join(f'`{_short(name)[1:-1] if isinstance(name, str) else name}`' for name in list(names)[:10])
+
+
+def _listed(found: list[str]) -> str:
+    more = f' and {len(found) - MAX_IDS_IN_ERROR} more' if len(found) > MAX_IDS_IN_ERROR else ''
+    return ', '.join(found[:MAX_IDS_IN_ERROR]) + more
