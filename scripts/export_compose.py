@@ -215,6 +215,15 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             'API_KEY=${API_KEY:-}',
             'MAX_BODY_BYTES=${MAX_BODY_BYTES:-8388608}',
             'MAX_INPUTS_PER_REQUEST=${MAX_INPUTS_PER_REQUEST:-2048}',
+            # Bounds on what clients control (gateway/settings.py; docs/reliability.md has why each default).
+            'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',
+            'MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-512}',
+            'MAX_QUEUED_TEXTS=${MAX_QUEUED_TEXTS:-4096}',
+            'MAX_BODY_BYTES_IN_FLIGHT=${MAX_BODY_BYTES_IN_FLIGHT:-67108864}',
+            'MAX_CONNECTIONS=${MAX_CONNECTIONS:-1024}',
+            'MAX_HEADER_BYTES=${MAX_HEADER_BYTES:-16384}',
+            'HEADER_TIMEOUT_S=${HEADER_TIMEOUT_S:-5}',
+            'BODY_TIMEOUT_S=${BODY_TIMEOUT_S:-30}',
             # On SIGTERM, requests in flight get this long to finish (under stop_grace_period, then SIGKILL).
             'DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-20}',
             # Joining concurrent HTTP requests into one encoder request (gateway/coalescer.py; README, Configuration).

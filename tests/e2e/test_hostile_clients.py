@@ -1,0 +1,112 @@
+"""The compose stack against careless and hostile clients (issue 23): the gateway answers each with a 4xx, 429 or
+503 and stays the same process (no restart, no OOM kill), and a normal request is answered meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from compose_stack import Stack
+
+HEADER_TIMEOUT_S = 5  # the gateway's default (gateway/settings.py)
+ATOL = 2e-3
+
+
+@pytest.fixture()
+def gateway_unchanged(stack: Stack):
+    """After the test, the gateway is the same process: not restarted, not OOM-killed."""
+    before = stack.container('gateway').attrs
+    yield
+    after = stack.container('gateway').attrs
+    assert after['RestartCount'] == before['RestartCount']
+    assert after['State']['StartedAt'] == before['State']['StartedAt']
+    assert after['State']['OOMKilled'] is False
+
+
+def lone_request_seconds(api: str) -> float:
+    started = time.monotonic()
+    reply = requests.post(f'{api}/v1/embeddings', json={'input': 'still served'}, timeout=30)
+    assert reply.status_code == 200
+    return time.monotonic() - started
+
+
+def test_an_8_mb_text_is_answered_and_health_stays_fast(stack: Stack, gateway_unchanged, reference_model):
+    """One 8.4 MB text OOM-killed the gateway (tokenised whole for `usage`), and /health took 3.6 s meanwhile."""
+    api = f'http://127.0.0.1:{stack.http_port}'
+    text = 'the quick brown fox jumps over the lazy dog ' * 190_000
+    replies, health = [], []
+
+    def send_huge():
+        replies.append(requests.post(f'{api}/v1/embeddings', json={'input': text}, timeout=120))
+
+    senders = [threading.Thread(target=send_huge) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    while any(sender.is_alive() for sender in senders):
+        started = time.monotonic()
+        assert requests.get(f'{api}/health', timeout=10).status_code == 200
+        health.append(time.monotonic() - started)
+        time.sleep(0.05)
+    assert max(health) < 1.0, health
+    assert [reply.status_code for reply in replies] == [200] * 3, [reply.text[:200] for reply in replies]
+    expected = reference_model.encode([text])
+    for reply in replies:
+        np.testing.assert_allclose([reply.json()['data'][0]['embedding']], expected, atol=ATOL, rtol=0)
+
+
+def test_silent_and_trickling_connections_are_closed_and_others_still_served(stack: Stack, gateway_unchanged):
+    api = f'http://127.0.0.1:{stack.http_port}'
+    silent = [socket.create_connection(('127.0.0.1', stack.http_port)) for _ in range(200)]
+    trickling = socket.create_connection(('127.0.0.1', stack.http_port))
+    opened = time.monotonic()
+    assert lone_request_seconds(api) < 1.0  # with 201 connections holding nothing
+    head = b'POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+    for byte in head[:8]:  # a byte a second: the head never completes in time
+        try:
+            trickling.sendall(bytes([byte]))
+        except OSError:
+            break  # closed by the gateway already
+        time.sleep(1)
+    for connection in [*silent, trickling]:
+        connection.settimeout(max(0.1, opened + HEADER_TIMEOUT_S + 5 - time.monotonic()))
+        try:
+            answer = connection.recv(4096)
+        except (TimeoutError, ConnectionResetError) as error:
+            pytest.fail(f'a connection was still open {time.monotonic() - opened:.1f} s after it opened: {error}')
+        assert answer == b'' or answer.startswith(b'HTTP/1.1 408'), answer[:100]
+        connection.close()
+    assert lone_request_seconds(api) < 1.0
+
+
+def test_a_70_kb_header_is_refused(stack: Stack, gateway_unchanged):
+    api = f'http://127.0.0.1:{stack.http_port}'
+    try:
+        reply = requests.post(f'{api}/encode', json={'data': [{'text': 'x'}]}, headers={'X-Big': 'a' * 70_000},
+                              timeout=30)  # fmt: skip
+    except requests.ConnectionError:
+        return  # closed without a reply: allowed
+    assert reply.status_code in (400, 431), reply.status_code
+
+
+def test_2000_one_text_requests_at_once_get_200_or_429_with_retry_after(stack: Stack, gateway_unchanged):
+    api = f'http://127.0.0.1:{stack.http_port}'
+
+    def post(i: int):
+        try:
+            reply = requests.post(f'{api}/v1/embeddings', json={'input': f'text {i}'}, timeout=120)
+        except requests.ConnectionError as error:
+            return ('closed', str(error)[:100])
+        return (reply.status_code, reply.headers.get('Retry-After'))
+
+    with ThreadPoolExecutor(max_workers=400) as pool:
+        answers = list(pool.map(post, range(2000)))
+    statuses = [status for status, _ in answers]
+    assert set(statuses) <= {200, 429, 503}, {status for status in statuses if status not in (200, 429, 503)}
+    assert all(retry for status, retry in answers if status in (429, 503))
+    assert statuses.count(200) > 0
+    assert lone_request_seconds(api) < 1.0
