@@ -44,15 +44,16 @@ class QueueFull(EncoderRefused):
         )  # fmt: skip
 
 
-# Sends texts with their options to the encoder as one request; returns one vector per text, in order, or raises
-# EncoderRefused.
-SendBatch = Callable[[list[str], Hashable], Awaitable[list]]
+# Sends texts with their options (and the names the encoder's errors call them by) to the encoder as one request;
+# returns one vector per text, in order, or raises EncoderRefused.
+SendBatch = Callable[[list[str], Hashable, list[str]], Awaitable[list]]
 
 
 @dataclass
 class _Waiting:
     texts: list[str]
     options: Hashable
+    names: list[str]
     reply: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -81,13 +82,14 @@ class RequestCoalescer:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # batches being sent: referenced, so they are not garbage-collected
 
-    async def encode(self, texts: list[str], options: Hashable = None) -> list:
+    async def encode(self, texts: list[str], options: Hashable = None, names: list[str] | None = None) -> list:
         """The vectors of `texts`, in order, encoded together with whatever other requests of the same `options`
-        are waiting; QueueFull at once when the texts waiting would pass max_queued_texts."""
+        are waiting; QueueFull at once when the texts waiting would pass max_queued_texts. `names`: what the
+        encoder's errors call each text (the caller's doc ids; by default #0, #1, ...)."""
         limit = self.max_queued_texts
         if limit is not None and self._waiting and self._waiting_docs + len(texts) > limit:
             raise QueueFull(self._waiting_docs, limit)
-        waiting = _Waiting(texts, options)
+        waiting = _Waiting(texts, options, names or [f'#{i}' for i in range(len(texts))])
         self._waiting.append(waiting)
         self._waiting_docs += len(texts)
         if self._batches_in_flight < self.max_batches_in_flight or self._waiting_docs >= self.max_docs:
@@ -143,14 +145,19 @@ class RequestCoalescer:
     async def _answer(self, batch: list[_Waiting]) -> None:
         texts = [text for waiting in batch for text in waiting.texts]
         try:
-            vectors = await self._send_batch(texts, batch[0].options)
+            names = [name for waiting in batch for name in waiting.names]
+            vectors = await self._send_batch(texts, batch[0].options, names)
             if len(vectors) != len(texts):
                 raise EncoderRefused(f'the encoder returned {len(vectors)} of {len(texts)} vectors', False)
         except Exception as error:  # noqa: BLE001 - every request of the batch must be answered, whatever happened
             if len(batch) > 1 and not _encoder_unavailable(error):
-                await asyncio.gather(*(self._answer([waiting]) for waiting in batch))  # only the faulty one fails
+                # One at a time, within this batch's slot: only the faulty one fails, and the encoder that just
+                # failed is not sent the batch's requests all at once. Callers that went away are skipped.
+                for waiting in batch:
+                    if not waiting.reply.done():
+                        await self._answer([waiting])
             else:
-                _settle(batch, error=error)
+                _settle(batch, error=as_refusal(error))
             return
         start = 0
         for waiting in batch:
@@ -158,6 +165,13 @@ class RequestCoalescer:
             if not waiting.reply.done():  # done: its caller went away (the client disconnected)
                 waiting.reply.set_result(vectors[start:end])
             start = end
+
+
+def as_refusal(error: Exception) -> EncoderRefused:
+    """`error` as the EncoderRefused the routes answer (a 500 naming it, for what no code expected)."""
+    if isinstance(error, EncoderRefused):
+        return error
+    return EncoderRefused(f'the encoder request failed ({type(error).__name__}: {error})', False)
 
 
 def _encoder_unavailable(error: Exception) -> bool:

@@ -159,7 +159,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
     async def answer_openai(self, request: OpenAIRequest) -> Response:
         texts, tokens = await self._prepare(request.texts, count=True)
         try:
-            vectors = await self._coalescer.encode(texts, EncodeOptions())
+            vectors = await self._coalescer.encode(texts, EncodeOptions(), [f'input[{i}]' for i in range(len(texts))])
         except EncoderRefused as error:
             return openai_error(error.status, str(error), 'input' if error.input_fault else None, error.headers)
         payload = {
@@ -180,7 +180,8 @@ class EmbeddingHTTPGateway(HTTPGateway):
         docs = request.docs
         texts, _ = await self._prepare(request.texts, count=False)
         try:
-            vectors = await self._coalescer.encode(texts, request.options) if texts else []
+            names = [doc.get('id') or f'#{position}' for position, doc in enumerate(docs)]
+            vectors = await self._coalescer.encode(texts, request.options, names) if texts else []
         except EncoderRefused as error:  # in /encode's error shape, as Jina's route answers: 422 for the input's fault
             return native_error(422 if error.input_fault else error.status, str(error), error.headers)
         payload = {
@@ -206,9 +207,10 @@ class EmbeddingHTTPGateway(HTTPGateway):
             return prepare()
         return await asyncio.to_thread(prepare)
 
-    async def _send_batch(self, texts: list[str], options: EncodeOptions) -> np.ndarray:
-        """One encoder request for `texts`: their vectors in order, or EncoderRefused saying why not."""
-        docs = DocList[TextDoc]([TextDoc(text=text) for text in texts])
+    async def _send_batch(self, texts: list[str], options: EncodeOptions, names: list[str]) -> np.ndarray:
+        """One encoder request for `texts`: their vectors in order, or EncoderRefused saying why not. The docs carry
+        the caller's names for them (ids, or input[i]), so that the encoder's errors name what the caller sent."""
+        docs = DocList[TextDoc]([TextDoc(id=name, text=text) for name, text in zip(names, texts, strict=True)])
         try:
             async for response in self.streamer.stream_docs(
                 docs,
@@ -283,8 +285,10 @@ class EmbeddingHTTPGateway(HTTPGateway):
         return serving, {address: address in serving for address in flat}
 
     def _executor_names(self) -> tuple[str, ...]:
-        """The names a `header.targetExecutor` may select (the flow's deployments)."""
-        return tuple(deployment_addresses(self.runtime_args)) or ('encoder',)
+        """The names a `header.targetExecutor` may select (the flow's deployments), read once."""
+        if getattr(self, '_names_of_executors', None) is None:
+            self._names_of_executors = tuple(deployment_addresses(self.runtime_args)) or ('encoder',)
+        return self._names_of_executors
 
     # -- guards: draining, API key, body size, OpenAI-shaped validation errors
 

@@ -28,6 +28,12 @@ from settings import (
 EMBEDDING_ROUTES = ('/encode', '/v1/embeddings')
 OPEN_PATHS = {'/', '/health', '/ready'}  # probes stay open when API_KEY is set
 RETRY = {'Retry-After': str(RETRY_AFTER_S)}
+# A reply sent before the body was read to its end closes the connection: h11 would otherwise go on reading (and
+# throwing away) whatever the client sends, a declared 10 GB or a trickle, with no timer running.
+CLOSE = {'Connection': 'close'}
+# The first bytes of every body are not counted against MAX_BODY_BYTES_IN_FLIGHT: a few large bodies waiting on the
+# encoder must not lock out one-text requests (512 of them at once hold at most 32 MiB).
+UNCOUNTED_BODY_BYTES = 64 * 1024
 
 
 class RequestsInFlight:
@@ -102,7 +108,7 @@ class HTTPGuard:
         embedding = scope['method'] == 'POST' and path in EMBEDDING_ROUTES
         if embedding and in_flight.embeddings >= MAX_CONCURRENT_REQUESTS:
             message = f'over {MAX_CONCURRENT_REQUESTS} embedding requests at once (MAX_CONCURRENT_REQUESTS): retry'
-            return await error_for(path, 429, message, RETRY)(scope, receive, send)
+            return await error_for(path, 429, message, {**RETRY, **CLOSE})(scope, receive, send)
         task = asyncio.current_task()  # uvicorn answers each request in a task of its own
         in_flight.tasks.add(task)
         in_flight.embeddings += embedding
@@ -119,15 +125,16 @@ class HTTPGuard:
                 try:
                     body = await self._read_body(receive)
                 except BodyRefused as refused:
-                    return await error_for(path, refused.status, refused.message, refused.headers)(scope, receive, send)
-                held = len(body)
+                    headers = {**(refused.headers or {}), **CLOSE}
+                    return await error_for(path, refused.status, refused.message, headers)(scope, receive, send)
+                held = counted_bytes(len(body))
             else:
                 body = b''
             if embedding:
                 reply = await self.gateway.answer_embedding_request(path, body)
                 if in_flight.draining and reply.status_code == 500:
                     reply = unanswered_at_shutdown()
-                return await reply(scope, receive, send)
+                return await reply(scope, receive, send_noting_the_start)
             await self.app(scope, replay_body(body, receive), send_noting_the_start)
         except (Exception, asyncio.CancelledError):
             if not in_flight.draining or started:
@@ -144,19 +151,22 @@ class HTTPGuard:
         """A response refusing the request before its body is read, or None."""
         path = scope['path']
         if self.in_flight.draining and path != '/health':
-            return openai_error(503, 'the gateway is shutting down: retry shortly', headers={'Retry-After': '5'})
+            return openai_error(
+                503, 'the gateway is shutting down: retry shortly', headers={'Retry-After': '5', **CLOSE}
+            )
         head_size = len(scope.get('raw_path') or b'') + len(scope.get('query_string') or b'')
         head_size += sum(len(name) + len(value) + 4 for name, value in scope['headers'])
         if head_size > MAX_HEADER_BYTES:
             return error_for(path, 431, f'the request head is {head_size} bytes, over the limit of {MAX_HEADER_BYTES} '
-                             '(MAX_HEADER_BYTES): send fewer or shorter headers')  # fmt: skip
+                             '(MAX_HEADER_BYTES): send fewer or shorter headers', CLOSE)  # fmt: skip
         headers = dict(scope['headers'])  # lower-case byte names, as ASGI gives them
         if self.expected_authorization and path not in OPEN_PATHS:
             if not hmac.compare_digest(headers.get(b'authorization', b''), self.expected_authorization):
-                return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`')
+                return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`',
+                                    headers=CLOSE)  # fmt: skip
         declared = headers.get(b'content-length', b'')
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error_for(path, 413, body_too_large_message(int(declared)))
+            return error_for(path, 413, body_too_large_message(int(declared)), CLOSE)
         return None
 
     async def _read_body(self, receive) -> bytes:
@@ -171,7 +181,7 @@ class HTTPGuard:
                     chunk = message.get('body', b'')
                     if size + len(chunk) > MAX_BODY_BYTES:
                         raise BodyRefused(413, body_too_large_message(None))
-                    if not self.budget.take(len(chunk)):
+                    if not self.budget.take(counted_bytes(size + len(chunk)) - counted_bytes(size)):
                         raise BodyRefused(503, 'the gateway is reading too many large bodies at once '
                                           '(MAX_BODY_BYTES_IN_FLIGHT): retry shortly', RETRY)  # fmt: skip
                     size += len(chunk)
@@ -179,12 +189,17 @@ class HTTPGuard:
                     if not message.get('more_body', False):
                         return b''.join(chunks)
         except TimeoutError:
-            self.budget.give_back(size)
+            self.budget.give_back(counted_bytes(size))
             raise BodyRefused(408, f'the body did not arrive within {BODY_TIMEOUT_S:g} s (BODY_TIMEOUT_S): send it '
                               'at once, or in smaller requests') from None  # fmt: skip
         except BaseException:
-            self.budget.give_back(size)
+            self.budget.give_back(counted_bytes(size))
             raise
+
+
+def counted_bytes(size: int) -> int:
+    """The part of a body of `size` bytes that counts against MAX_BODY_BYTES_IN_FLIGHT."""
+    return max(0, size - UNCOUNTED_BODY_BYTES)
 
 
 def _has_body(scope) -> bool:

@@ -28,6 +28,7 @@ HEADER_FIELDS = {'requestId': 'request_id', 'request_id': 'request_id',
 MAX_IDS_IN_ERROR = 10
 MAX_ID_CHARS = 1024
 MAX_URL_CHARS = 65_536  # docarray's own bound on a TextDoc's url
+MAX_TARGET_CHARS = 128  # a regular expression matched against executor names: short, and cheap to compile
 
 
 class RequestProblem(ValueError):
@@ -213,9 +214,12 @@ def _check_header(header, executors: tuple[str, ...]) -> str | None:
             return _refuse(f'`header.{name}` must be a string of at most {MAX_ID_CHARS} characters', 'header')
     target = values.get('target_executor')
     if target:
+        if len(target) > MAX_TARGET_CHARS:
+            return _refuse(f'header.targetExecutor is over {MAX_TARGET_CHARS} characters: it selects executors by '
+                           f'name; leave it out, or send "{executors[0]}"', 'header')  # fmt: skip
         try:
             pattern = re.compile(target)
-        except re.error as error:
+        except (re.error, RecursionError, OverflowError) as error:
             message = f'header.targetExecutor {target!r} is not a valid regular expression ({error})'
             return _refuse(f'{message}: it selects executors by name; leave it out, or send "{executors[0]}"', 'header')
         if not any(pattern.match(name) for name in executors):

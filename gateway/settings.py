@@ -13,7 +13,8 @@ def _float(name: str, default: float) -> float:
 
 
 MODEL_NAME = os.environ.get('ENCODER_MODEL', 'sentence-transformers/all-MiniLM-L6-v2')
-MAX_TOKENS_PER_INPUT = _int('MAX_TOKENS_PER_INPUT', 256)  # all-MiniLM-L6-v2's max_seq_length
+# Tokens per text the model reads, when its sentence_bert_config.json cannot be read (it is, from the HF cache).
+MAX_TOKENS_PER_INPUT = _int('MAX_TOKENS_PER_INPUT', 256)
 
 # ---- what one request may hold
 # OpenAI's limit of inputs per request (TEI: 32, configurable).

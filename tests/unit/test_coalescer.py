@@ -40,7 +40,7 @@ class StandInEncoder:
         self.batches: list[list[str]] = []
         self.options: list = []
 
-    async def __call__(self, texts: list[str], options=None) -> list:
+    async def __call__(self, texts: list[str], options=None, names=None) -> list:
         self.batches.append(list(texts))
         self.options.append(options)
         if self.gate is not None:
@@ -114,7 +114,7 @@ def test_requests_waiting_longer_than_max_wait_leave_without_a_free_slot():
     async def scenario():
         release = first_may_return()
 
-        async def encoder(texts, options=None):
+        async def encoder(texts, options=None, names=None):
             if texts == ['first']:
                 await release.wait()
             return vectors_of(texts)
@@ -157,7 +157,8 @@ def test_a_joined_batch_failing_with_any_exception_is_resent_one_request_at_a_ti
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = run(scenario())
-    assert results[-1] is failure
+    assert isinstance(results[-1], EncoderRefused) and results[-1].status == 500  # answered as a 500 naming it
+    assert 'UnicodeEncodeError' in str(results[-1])
     assert results[:-1] == [vectors_of(texts) for texts in requests[:-1]]
     assert any(len(batch) > 1 and 'bad text' in batch for batch in encoder.batches), 'the bad one was joined first'
 
@@ -205,7 +206,7 @@ def test_past_max_queued_texts_a_request_is_refused_at_once_with_retry_after():
 def test_an_unreachable_encoder_fails_the_batch_and_the_next_batch_works():
     calls = {'count': 0}
 
-    async def flaky(texts: list[str], options=None) -> list:
+    async def flaky(texts: list[str], options=None, names=None) -> list:
         calls['count'] += 1
         if calls['count'] == 1:
             raise EncoderRefused('the encoder is unavailable', input_fault=False, status=503)
