@@ -175,6 +175,10 @@ def load_model(
         # From the model's own directory, so that nothing asks the hub which files the repository has.
         source = openvino_model_dir(model, is_local_dir)
         ov_config = {'PERFORMANCE_HINT': performance_hint, 'CPU_RUNTIME_CACHE_CAPACITY': str(OPENVINO_SHAPE_CACHE)}
+        # OPENVINO_INFERENCE_PRECISION=f32 makes OpenVINO compute in float32 where it would pick bf16 (Intel AMX):
+        # a control for the non-finite hunt (scripts/stress_finite.py); unset, OpenVINO chooses.
+        if os.environ.get('OPENVINO_INFERENCE_PRECISION', '').strip():
+            ov_config['INFERENCE_PRECISION_HINT'] = os.environ['OPENVINO_INFERENCE_PRECISION'].strip()
         options = {'backend': 'openvino', 'model_kwargs': {'file_name': OPENVINO_IR, 'ov_config': ov_config}}
     try:
         encoder = SentenceTransformer(source, device=device, **options)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -26,6 +27,35 @@ def gateway_unchanged(stack: Stack):
     assert after['RestartCount'] == before['RestartCount']
     assert after['State']['StartedAt'] == before['State']['StartedAt']
     assert after['State']['OOMKilled'] is False
+
+
+class PeakMemory:
+    """The container's peak memory while the block runs: the engine's own max_usage where the cgroup keeps one (v1),
+    and the highest of samples taken every ~0.2 s besides."""
+
+    def __init__(self, container) -> None:
+        self.container = container
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            memory = self.container.stats(stream=False).get('memory_stats', {})
+            self.samples.append(max(memory.get('usage', 0), memory.get('max_usage', 0)))
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return max(self.samples, default=0) / 2**20
 
 
 def lone_request_seconds(api: str) -> float:
@@ -57,6 +87,27 @@ def test_an_8_mb_text_is_answered_and_health_stays_fast(stack: Stack, gateway_un
     expected = reference_model.encode([text])
     for reply in replies:
         np.testing.assert_allclose([reply.json()['data'][0]['embedding']], expected, atol=ATOL, rtol=0)
+
+
+def test_the_worst_accepted_load_stays_under_the_gateway_memory_limit(stack: Stack, gateway_unchanged):
+    """Bodies just under MAX_BODY_BYTES, 24 at once (3x what MAX_BODY_BYTES_IN_FLIGHT holds): each gets a 200 with
+    every doc, or a 503 with Retry-After; the gateway's peak memory stays far under its 1 GiB limit."""
+    api = f'http://127.0.0.1:{stack.http_port}'
+    text = 'the quick brown fox jumps over the lazy dog ' * 190_000  # 8.36 MB, under the 8 MiB limit
+    body = json.dumps({'data': [{'id': 'huge', 'text': text}]}).encode()
+    limit = stack.container('gateway').attrs['HostConfig']['Memory']
+
+    def post(_):
+        reply = requests.post(f'{api}/encode', data=body, headers={'Content-Type': 'application/json'}, timeout=300)
+        return reply.status_code, reply.headers.get('Retry-After'), len(reply.content)
+
+    with PeakMemory(stack.container('gateway')) as memory, ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(post, range(24)))
+    print(f'gateway peak memory {memory.peak_mib:.0f} MiB of {limit / 2**20:.0f} MiB; answers {answers}')
+    assert all(status == 200 or (status == 503 and retry) for status, retry, _ in answers), answers
+    assert any(status == 200 for status, _, _ in answers)
+    assert all(size > len(text) for status, _, size in answers if status == 200)  # the text is echoed whole
+    assert memory.peak_mib * 2**20 < 0.75 * limit, memory.peak_mib
 
 
 def test_silent_and_trickling_connections_are_closed_and_others_still_served(stack: Stack, gateway_unchanged):
