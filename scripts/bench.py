@@ -17,7 +17,11 @@ The HTTP load comes from one asyncio client (aiohttp, keep-alive connections, on
 threads spent more CPU on the shared cores than the gateway it measured, for the stack and infinity-emb alike.
 
     python scripts/bench.py [--docs 10000] [--varied-docs 2000] [--single-docs 2000] [--infinity]
-                            [--markdown docs/benchmarks.md] [--chart docs/benchmarks.png]
+                            [--baseline GRPC_PORT:HTTP_PORT] [--markdown docs/benchmarks.md]
+                            [--chart docs/benchmarks.png]
+
+--baseline measures a second running stack (e.g. one built from the code before a change, `docker compose -p
+baseline` on other ports) in the same rounds, row by row beside the first: an A/B within one run on one machine.
 
 Prints a table (docs/s, ratios to both in-process rows, p50 and p99 request latency) and the machine it ran on.
 """
@@ -254,6 +258,7 @@ def main() -> None:
     parser.add_argument('--infinity-port', type=int, default=7997)
     parser.add_argument('--markdown', help='also write the table, with the machine, to this file')
     parser.add_argument('--chart', help='also draw the docs/s of every row into this PNG')
+    parser.add_argument('--baseline', help='GRPC_PORT:HTTP_PORT of a second stack to measure beside (an A/B)')
     args = parser.parse_args()
 
     import torch
@@ -305,6 +310,15 @@ def main() -> None:
         (f'stack HTTP /v1/embeddings ({stack_backend})', f'{stack_url}/v1/embeddings', openai, True),
         (f'stack HTTP /encode ({stack_backend})', f'{stack_url}/encode', native_body, False),
     ]
+    grpc_peers = [(f'stack gRPC (streamed, {stack_backend})', client)]
+    if args.baseline:
+        baseline_grpc, baseline_http = args.baseline.split(':')
+        baseline_url = f'http://127.0.0.1:{baseline_http}'
+        grpc_peers.append(('baseline gRPC (streamed)', Client(host='127.0.0.1', port=int(baseline_grpc))))
+        http_peers += [
+            ('baseline HTTP /v1/embeddings', f'{baseline_url}/v1/embeddings', openai, True),
+            ('baseline HTTP /encode', f'{baseline_url}/encode', native_body, False),
+        ]
     # Every row is measured once per round, rows in turn, a 1/rounds share of each workload per round: these machines
     # drift by 20% and more within minutes, so each ratio is taken within a round and the median of the rounds kept.
     measured: dict[tuple[str, str], list[dict]] = {}
@@ -330,8 +344,8 @@ def main() -> None:
                 openvino_before = timed_batches(batches, in_process_openvino, 1, f'{tag} OpenVINO')
                 streams = timed_batches(batches, in_process_streams, lanes.batches_at_once, f'{tag} OpenVINO streams')
                 measure(workload, OPENVINO_STREAMS_ROW, streams)
-                peer = f'stack gRPC (streamed, {stack_backend})'
-                measure(workload, peer, streamed_grpc(client, share, args.request_size, f'{tag} {peer}'))
+                for peer, grpc_client in grpc_peers:
+                    measure(workload, peer, streamed_grpc(grpc_client, share, args.request_size, f'{tag} {peer}'))
                 for peer, url, body, batched in http_peers:
                     if batched:
                         measure(workload, peer, http_load(url, body, batches, 4, f'{tag} {peer}: {workload}'))
