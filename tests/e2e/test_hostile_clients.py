@@ -154,8 +154,11 @@ def test_2000_one_text_requests_at_once_get_200_or_429_with_retry_after(stack: S
             return ('closed', str(error)[:100])
         return (reply.status_code, reply.headers.get('Retry-After'))
 
-    with ThreadPoolExecutor(max_workers=400) as pool:
+    with PeakMemory(stack.container('gateway')) as memory, ThreadPoolExecutor(max_workers=400) as pool:
         answers = list(pool.map(post, range(2000)))
+    print(
+        f'2,000 at once: gateway peak memory {memory.peak_mib:.0f} MiB; statuses {sorted(set(map(str, answers)))[:5]}'
+    )
     statuses = [status for status, _ in answers]
     assert set(statuses) <= {200, 429, 503}, {status for status in statuses if status not in (200, 429, 503)}
     assert all(retry for status, retry in answers if status in (429, 503))

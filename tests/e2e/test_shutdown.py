@@ -210,7 +210,8 @@ def test_compose_stop_answers_every_request_in_flight_and_takes_as_long_as_the_w
                 stack.compose('stop', 'gateway')
             result = stack.up()
             assert result.returncode == 0, f'make up after stopping {stopped} failed:\n{result.stderr}'
-            reply = requests.post(f'http://127.0.0.1:{stack.http_port}/encode', json={'data': [{'text': 'x'}]})
+            reply = requests.post(f'http://127.0.0.1:{stack.http_port}/encode', json={'data': [{'text': 'x'}]},
+                                  timeout=60)  # fmt: skip
             assert reply.status_code == 200 and len(reply.json()['data'][0]['embedding']) == 384
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -43,6 +45,8 @@ def api_with_key():
         patch.setenv('API_KEY', API_KEY)
         patch.setenv('MAX_INPUTS_PER_REQUEST', '4')
         patch.setenv('MAX_BODY_BYTES', '2000')
+        patch.setenv('BODY_TIMEOUT_S', '2')
+        patch.setenv('HEADER_TIMEOUT_S', '2')
         with gateway_flow(port):
             yield f'http://127.0.0.1:{port}'
 
@@ -104,12 +108,14 @@ def test_v1_bad_input_is_a_400_in_openai_shape_naming_the_field(api, body, param
 
 
 def test_malformed_json_and_wrong_content_type_are_4xx(api):
-    broken = requests.post(f'{api}/v1/embeddings', data='{"input": ', headers={'Content-Type': 'application/json'})
+    broken = requests.post(
+        f'{api}/v1/embeddings', data='{"input": ', headers={'Content-Type': 'application/json'}, timeout=30
+    )
     assert broken.status_code == 400 and 'not valid JSON' in broken.json()['error']['message']
     for path in ('/v1/embeddings', '/encode'):
         form = requests.post(f'{api}{path}', data='input=hello', timeout=10)
         assert 400 <= form.status_code < 500, (path, form.status_code)
-    native = requests.post(f'{api}/encode', data='{"data": [', headers={'Content-Type': 'application/json'})
+    native = requests.post(f'{api}/encode', data='{"data": [', headers={'Content-Type': 'application/json'}, timeout=30)
     assert native.status_code == 422
 
 
@@ -157,6 +163,43 @@ def test_configured_limits_answer_413_and_400_naming_the_limit(api_with_key):
     assert native.status_code == 422 and 'limit of 4' in native.json()['detail']
     fits = requests.post(f'{api_with_key}/encode', json={'data': [{'text': 'a'}] * 4}, headers=headers, timeout=30)
     assert fits.status_code == 200 and len(fits.json()['data']) == 4
+
+
+def test_a_trickled_body_gets_408_and_the_connection_is_closed(api_with_key):
+    """A body sent a byte at a time held its connection for ever; now BODY_TIMEOUT_S (2 s here) ends it."""
+    port = int(api_with_key.rsplit(':', 1)[1])
+    head = (
+        f'POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n'
+        'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n'
+    )
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as connection:
+        connection.sendall(head.encode())
+        started = time.monotonic()
+        answer = b''
+        for byte in b'{"input": "' + b'x' * 20:
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.5)
+            if time.monotonic() - started > 6:
+                break
+        try:
+            while chunk := connection.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b'HTTP/1.1 408'), answer[:200]
+    assert b'BODY_TIMEOUT_S' in answer
+
+
+def test_a_silent_connection_is_closed_after_the_header_timeout(api_with_key):
+    port = int(api_with_key.rsplit(':', 1)[1])
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as connection:
+        started = time.monotonic()
+        answer = connection.recv(4096)
+        waited = time.monotonic() - started
+    assert answer.startswith(b'HTTP/1.1 408') and 1.5 < waited < 8, (answer[:100], waited)
 
 
 def test_one_text_requests_joined_into_batches_each_get_their_own_embedding(api, reference_model):
