@@ -97,7 +97,7 @@ class TextWindow:
     or after token `max_tokens` of a prefix: the words before it are whole, the tokenizer splits words independently
     (BERT's WordPiece, sentencepiece and byte-level BPE alike), so the first `max_tokens` tokens of the cut text are
     those of the full text, and the model, which truncates at fewer (its max_seq_length minus the special tokens),
-    sees exactly the same input. Checked against the full text in tests/unit/test_encode_inputs.py, and at start-up
+    sees exactly the same input. Checked against the full text in tests/unit/test_request_checks.py, and at start-up
     by `verified()`.
 
     Only texts over `max_tokens * CHARS_PER_TOKEN_UNCUT` characters are looked at; the tokenizing is of a prefix

@@ -379,9 +379,11 @@ class SentenceEncoder(Executor):
 
     def _options(self, parameters: dict) -> EncodeOptions:
         """`parameters` checked as the gateway checks them (encode_inputs.py): gRPC callers reach the executor
-        directly. Jina adds `__results__`, and the executor's own name when a caller addressed parameters to it."""
+        directly. Jina adds `__results__`; parameters a caller addressed to the executor by name (its class name, or
+        its deployment's: `{"encoder": {...}}`) Jina has merged into the others, and leaves the name's key in."""
+        deployment = str(getattr(self.runtime_args, 'name', '') or '').split('/')[0]
         try:
-            return check_parameters(parameters, ignore=frozenset({'__results__', self.metas.name}))
+            return check_parameters(parameters, ignore=frozenset({'__results__', self.metas.name, deployment}))
         except InputProblem as problem:
             raise BadRequestError(str(problem)) from None
 

@@ -156,6 +156,8 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
             *environment,
             # Input shapes OpenVINO keeps compiled kernels for (executor.py): bounds the encoder's memory.
             'OPENVINO_SHAPE_CACHE=${OPENVINO_SHAPE_CACHE:-200}',
+            # The same bound as the gateway's on a caller's parameters.batch_size (executor/encode_inputs.py).
+            'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',
         ],
         'volumes': [
             volume.replace('~/.cache/huggingface:', '${MODEL_CACHE_DIR:-~/.cache/huggingface}:', 1)

@@ -22,11 +22,13 @@ from executor import SentenceEncoder
 ATOL = 2e-3
 POISON_ONCE = 'poison once: the first encoding of this text is NaN'
 POISON_ALWAYS = 'poison always: every encoding of this text is NaN'
+ECHO_OPTIONS = 'echo options: this row is [batch_size, normalize, 0, ...] as the encoder was called'
 
 
 class NaNInjectingLanes:
     """Wraps the encoder's lanes: rows of the poisoned texts come back NaN (once, or always), as the failing CI run saw
-    from the real model. Everything else is the real encoder's."""
+    from the real model, and the row of ECHO_OPTIONS says which options the encoder was called with (all-MiniLM-L6-v2
+    normalises by itself, so `normalize` cannot be seen in its vectors). Everything else is the real encoder's."""
 
     def __init__(self, lanes) -> None:
         self._lanes = lanes
@@ -35,6 +37,10 @@ class NaNInjectingLanes:
     def encode(self, texts, **options):
         embeddings = self._lanes.encode(texts, **options).clone()  # an inference tensor: not writable in place
         for row, text in enumerate(texts):
+            if text == ECHO_OPTIONS:
+                embeddings[row] = 0
+                embeddings[row, 0] = options['batch_size']
+                embeddings[row, 1] = float(options['normalize_embeddings'])
             if text == POISON_ALWAYS or (text == POISON_ONCE and not self._poisoned_once):
                 self._poisoned_once = self._poisoned_once or text == POISON_ONCE
                 embeddings[row] = torch.nan
@@ -94,6 +100,28 @@ def test_encode_with_parameters_or_a_header_returns_every_doc_in_order(api, refe
         assert reply.json()['header']['requestId'] == 'mine'
 
 
+@pytest.mark.parametrize(
+    ('parameters', 'expected'),
+    [
+        ({}, [32, 0]),
+        ({'batch_size': 5}, [5, 0]),
+        ({'normalize': True}, [32, 1]),
+        ({'batch_size': 7, 'normalize': False}, [7, 0]),
+    ],
+)
+def test_parameters_reach_the_encoder(api, parameters, expected):
+    """Each request's own parameters, also when requests of other parameters are joined at the same time."""
+    bodies = [{'data': [{'text': ECHO_OPTIONS}], 'parameters': parameters}] * 4 + [
+        {'data': [{'text': ECHO_OPTIONS}], 'parameters': {'batch_size': 3}}
+    ] * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda body: requests.post(f'{api}/encode', json=body, timeout=60), bodies))
+    for reply, body in zip(replies, bodies, strict=True):
+        assert reply.status_code == 200, reply.text[:300]
+        echoed = reply.json()['data'][0]['embedding'][:2]
+        assert echoed == (expected if body['parameters'] == parameters else [3, 0]), (body, echoed)
+
+
 REFUSED = [
     # (what, body bytes, status, fragment of the message)
     (
@@ -105,6 +133,8 @@ REFUSED = [
     ('UTF-16 + 2,049 docs', json.dumps({'data': [{'text': 'x'}] * 2049}).encode('utf-16'), 422, 'UTF-16'),
     ('2,049 docs', json.dumps({'data': [{'text': 'x'}] * 2049}).encode(), 422, 'MAX_INPUTS_PER_REQUEST'),
     ('BOM + bad target', b'\xef\xbb\xbf{"data":[{"text":"x"}],"header":{"targetExecutor":"["}}', 422, 'byte-order'),
+    ('BOM + embedding', b'\xef\xbb\xbf{"data":[{"text":"x","embedding":[{}]}]}', 422, 'byte-order'),
+    ('an embedding', b'{"data":[{"text":"x","embedding":[{}]}]}', 422, 'carries `embedding`'),
     ('NaN in parameters', b'{"data":[{"text":"x"}],"parameters":{"batch_size":NaN}}', 422, 'NaN'),
     ('Infinity in parameters', b'{"data":[{"text":"x"}],"parameters":{"x":Infinity}}', 422, 'NaN and Infinity'),
     (
@@ -172,6 +202,22 @@ def test_innocent_requests_joined_with_a_bad_one_all_get_their_embeddings(api, r
     np.testing.assert_allclose(got, reference(reference_model, texts), atol=ATOL, rtol=0)
 
 
+def test_innocent_requests_joined_with_one_the_encoder_fails_all_get_their_embeddings(api, reference_model):
+    """A request that passes every check but fails in the encoder (its text's embedding stays NaN): the joined batch
+    fails, is resent one request at a time, and only that one gets the error (a 500 naming it)."""
+    texts = [f'an innocent request beside a failing one, number {i}' for i in range(24)]
+    sent = texts[:12] + [POISON_ALWAYS] + texts[12:]
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        replies = list(
+            pool.map(lambda text: requests.post(f'{api}/v1/embeddings', json={'input': text}, timeout=60), sent)
+        )
+    failed = replies.pop(12)
+    assert failed.status_code == 500 and 'input[0]' in failed.json()['error']['message'], failed.text[:300]
+    assert [reply.status_code for reply in replies] == [200] * 24
+    got = np.array([reply.json()['data'][0]['embedding'] for reply in replies], dtype=np.float32)
+    np.testing.assert_allclose(got, reference(reference_model, texts), atol=ATOL, rtol=0)
+
+
 def test_concurrent_requests_sharing_a_request_id_all_succeed(api, reference_model):
     """Jina's request metrics keyed requests by the client's id: 1 x 200 and 7 x 500."""
     body = {'data': [{'text': 'same id'}], 'header': {'requestId': 'shared'}, 'parameters': {'batch_size': 4}}
@@ -206,4 +252,4 @@ def test_a_row_that_stays_non_finite_fails_the_request_with_a_500_naming_the_doc
         reply = requests.post(f'{api}{path}', json=sent, timeout=60)
         assert reply.status_code == 500, reply.text[:300]
         assert 'non-finite' in reply.text and 'data' not in reply.json()  # no vectors at all, not nulls
-    assert 'poisoned' in requests.post(f'{api}/encode', json=body, timeout=60).json()['detail']
+    assert 'doc poisoned' in requests.post(f'{api}/encode', json=body, timeout=60).json()['detail']
