@@ -67,8 +67,7 @@ def main() -> None:
 
     import conftest  # noqa: F401 - the tests' private, offline HF cache, filled as make model fills it
     import requests
-    from helpers import free_port
-    from jina import Flow
+    from helpers import free_port, gateway_flow
 
     from executor import SentenceEncoder
 
@@ -81,23 +80,9 @@ def main() -> None:
         SentenceTransformer(conftest.MODEL_NAME, device='cpu').encode(['torch runs in the parent first'] * 8)
 
     http_port, metrics_port = free_port(), free_port()
-    flow = (
-        Flow()
-        .config_gateway(
-            uses=str(REPO / 'gateway' / 'config.yml'),
-            protocol=['grpc', 'http'],
-            port=[free_port(), http_port],
-            host='127.0.0.1',
-        )  # fmt: skip
-        .add(
-            name='encoder',
-            uses=SentenceEncoder,
-            uses_with={'device': 'cpu', 'backend': args.backend},
-            monitoring=True,
-            port_monitoring=metrics_port,
-            allow_concurrent=True,
-        )  # fmt: skip
-    )
+    flow = gateway_flow(http_port, name='encoder', uses=SentenceEncoder, allow_concurrent=True,
+                        uses_with={'device': 'cpu', 'backend': args.backend}, monitoring=True,
+                        port_monitoring=metrics_port)  # fmt: skip
     api = f'http://127.0.0.1:{http_port}'
     counts = {'requests': 0, 'texts': 0, 'non_finite_200': 0, 'non_finite_500': 0, 'other_errors': 0}
     lock = threading.Lock()

@@ -29,3 +29,12 @@ def build_stack_images() -> None:
     import subprocess
 
     subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'cpu', 'gateway', 'tools'], cwd=REPO, check=True)
+
+
+def gateway_flow(http_port: int, **encoder):
+    """A local Flow of the project's gateway (gRPC on a free port, HTTP on `http_port`, both on 127.0.0.1) and one
+    encoder deployment, `Flow.add(**encoder)` (uses=..., uses_with=..., name=...)."""
+    from jina import Flow
+
+    gateway = {'uses': str(REPO / 'gateway' / 'config.yml'), 'protocol': ['grpc', 'http'], 'host': '127.0.0.1'}
+    return Flow().config_gateway(**gateway, port=[free_port(), http_port]).add(**encoder)

@@ -10,31 +10,21 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from helpers import REPO, cosine_rows, free_port
-from jina import Flow
+from helpers import cosine_rows, free_port, gateway_flow
 
 from executor import SentenceEncoder
 
 API_KEY = 'test-key-not-a-secret'
 
 
-def gateway_flow(http_port: int) -> Flow:
-    return (
-        Flow()
-        .config_gateway(
-            uses=str(REPO / 'gateway' / 'config.yml'),
-            protocol=['grpc', 'http'],
-            port=[free_port(), http_port],
-            host='127.0.0.1',
-        )
-        .add(uses=SentenceEncoder, uses_with={'device': 'cpu', 'max_docs_per_request': 100})
-    )
+def encoder_flow(http_port: int):
+    return gateway_flow(http_port, uses=SentenceEncoder, uses_with={'device': 'cpu', 'max_docs_per_request': 100})
 
 
 @pytest.fixture(scope='module')
 def api():
     port = free_port()
-    with gateway_flow(port):
+    with encoder_flow(port):
         yield f'http://127.0.0.1:{port}'
 
 
@@ -47,7 +37,7 @@ def api_with_key():
         patch.setenv('MAX_BODY_BYTES', '2000')
         patch.setenv('BODY_TIMEOUT_S', '2')
         patch.setenv('HEADER_TIMEOUT_S', '2')
-        with gateway_flow(port):
+        with encoder_flow(port):
             yield f'http://127.0.0.1:{port}'
 
 

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from helpers import REPO, free_port
-from jina import Flow
+from helpers import free_port, gateway_flow
 
 from executor import SentenceEncoder
 
@@ -56,17 +55,7 @@ class NaNInjectingEncoder(SentenceEncoder):
 @pytest.fixture(scope='module')
 def api():
     port = free_port()
-    flow = (
-        Flow()
-        .config_gateway(
-            uses=str(REPO / 'gateway' / 'config.yml'),
-            protocol=['grpc', 'http'],
-            port=[free_port(), port],
-            host='127.0.0.1',
-        )
-        .add(name='encoder', uses=NaNInjectingEncoder, uses_with={'device': 'cpu'})
-    )
-    with flow:
+    with gateway_flow(port, name='encoder', uses=NaNInjectingEncoder, uses_with={'device': 'cpu'}):
         yield f'http://127.0.0.1:{port}'
 
 
