@@ -25,6 +25,8 @@ MAX_BATCH_SIZE = int(os.environ.get('MAX_BATCH_SIZE', '512'))
 # can need it, and the hot path stays a length check (256 tokens: 4,096 characters).
 CHARS_PER_TOKEN_UNCUT = 16
 KNOWN_PARAMETERS = ('batch_size', 'normalize')
+# How many offending ids or indexes an error message lists before it says "and N more".
+MAX_IDS_IN_ERROR = 10
 
 
 class InputProblem(ValueError):
@@ -52,7 +54,7 @@ def check_parameters(
     if parameters is None:
         return EncodeOptions()
     if not isinstance(parameters, Mapping):
-        raise InputProblem(f'`parameters` must be an object, not {_json_type(parameters)}: e.g. {{"normalize": true}}')
+        raise InputProblem(f'`parameters` must be an object, not {json_kind(parameters)}: e.g. {{"normalize": true}}')
     unknown = sorted(str(name) for name in parameters if name not in KNOWN_PARAMETERS and name not in ignore)
     if unknown:
         raise InputProblem(
@@ -66,12 +68,12 @@ def check_parameters(
         if isinstance(batch_size, bool) or not integral or not 1 <= batch_size <= limit:
             raise InputProblem(
                 f'`parameters.batch_size` must be an integer from 1 to {limit} (texts per forward pass, '
-                f'MAX_BATCH_SIZE), not {_shown(batch_size)}'
+                f'MAX_BATCH_SIZE), not {shown(batch_size)}'
             )
         batch_size = int(batch_size)
     normalize = parameters.get('normalize')
     if 'normalize' in parameters and not isinstance(normalize, bool):
-        raise InputProblem(f'`parameters.normalize` must be true or false (a JSON boolean), not {_shown(normalize)}')
+        raise InputProblem(f'`parameters.normalize` must be true or false (a JSON boolean), not {shown(normalize)}')
     return EncodeOptions(batch_size=batch_size, normalize=normalize)
 
 
@@ -85,8 +87,8 @@ def describe_bad_text(text) -> str | None:
         return 'empty text'
     try:
         text.encode('utf-8')
-    except UnicodeEncodeError as error:
-        return f'text is not valid Unicode (a lone surrogate {text[error.start]!r} at character {error.start})'
+    except UnicodeEncodeError:
+        return 'text is not valid Unicode'  # a lone surrogate; no position, so that messages group texts by kind
     return None
 
 
@@ -160,12 +162,20 @@ class TextWindow:
 VERIFY_SAMPLE = ' '.join(f'word{i}, (text) {i * 7}.' for i in range(2_000))
 
 
-def _json_type(value) -> str:
+def json_kind(value) -> str:
+    """What a JSON value is, in words: 'an object', 'a list', 'a number', ..."""
     return {dict: 'an object', list: 'a list', str: 'a string', bool: 'a boolean', type(None): 'null'}.get(
         type(value), 'a number' if isinstance(value, (int, float)) else type(value).__name__
     )
 
 
-def _shown(value) -> str:
-    shown = repr(value) if not isinstance(value, (dict, list)) else _json_type(value)
+def shown(value) -> str:
+    """A value as a message may quote it: at most 40 characters; objects and lists by their kind."""
+    shown = repr(value) if not isinstance(value, (dict, list)) else json_kind(value)
     return shown if len(shown) <= 40 else shown[:40] + '...'
+
+
+def listed(names: list[str]) -> str:
+    """The first MAX_IDS_IN_ERROR of `names`, then "and N more"."""
+    more = f' and {len(names) - MAX_IDS_IN_ERROR} more' if len(names) > MAX_IDS_IN_ERROR else ''
+    return ', '.join(names[:MAX_IDS_IN_ERROR]) + more

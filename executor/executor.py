@@ -20,7 +20,15 @@ import torch
 from devices import StartupError, resolve_backend, resolve_device, resolve_dtype
 from docarray import DocList
 from docarray.documents import TextDoc
-from encode_inputs import VERIFY_SAMPLE, EncodeOptions, InputProblem, TextWindow, check_parameters, describe_bad_text
+from encode_inputs import (
+    VERIFY_SAMPLE,
+    EncodeOptions,
+    InputProblem,
+    TextWindow,
+    check_parameters,
+    describe_bad_text,
+    listed,
+)
 from jina import Executor, dynamic_batching, requests
 from jina.serve.runtimes.worker.batch_queue import BatchQueue
 from lanes import lanes_for
@@ -38,8 +46,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
-# How many offending ids an error message lists before it says "and N more".
-MAX_IDS_IN_ERROR = 10
 # Dynamic batching (Jina's): docs of concurrent requests are encoded together, up to PREFERRED_BATCH_SIZE docs, after
 # waiting at most BATCH_WAIT_MS for more to arrive. Overridable per deployment: `uses_dynamic_batching` in flow.yml.
 PREFERRED_BATCH_SIZE = 32
@@ -244,16 +250,11 @@ def find_bad_docs(docs: DocList[TextDoc]) -> str | None:
         name = str(doc.id) if doc.id is not None else f'#{position}'
         problem = describe_bad_text(doc.text)
         if problem:
-            problem = problem.split(' (a lone surrogate')[0]  # grouped by kind; the position differs per text
             problems.setdefault(problem, []).append(name)
     if not problems:
         return None
 
-    def ids(found: list[str]) -> str:
-        more = f' and {len(found) - MAX_IDS_IN_ERROR} more' if len(found) > MAX_IDS_IN_ERROR else ''
-        return ', '.join(found[:MAX_IDS_IN_ERROR]) + more
-
-    details = '; '.join(f'{problem}: ids {ids(found)}' for problem, found in problems.items())
+    details = '; '.join(f'{problem}: ids {listed(found)}' for problem, found in problems.items())
     return f'{details}. Each doc needs a non-empty string in `text`; nothing in this request was encoded.'
 
 

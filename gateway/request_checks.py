@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 import orjson
-from encode_inputs import EncodeOptions, InputProblem, check_parameters, describe_bad_text
+from encode_inputs import EncodeOptions, InputProblem, check_parameters, describe_bad_text, json_kind, listed, shown
 
 OPENAI_FIELDS = ('input', 'model', 'encoding_format', 'user')
 ENCODING_FORMATS = ('float', 'base64')
@@ -25,7 +25,6 @@ ENCODE_FIELDS = ('data', 'parameters', 'header')
 DOC_FIELDS = ('id', 'text', 'url', 'bytes_', 'embedding')
 HEADER_FIELDS = {'requestId': 'request_id', 'request_id': 'request_id',
                  'targetExecutor': 'target_executor', 'target_executor': 'target_executor'}  # fmt: skip
-MAX_IDS_IN_ERROR = 10
 MAX_ID_CHARS = 1024
 MAX_URL_CHARS = 65_536  # docarray's own bound on a TextDoc's url
 MAX_TARGET_CHARS = 128  # a regular expression matched against executor names: short, and cheap to compile
@@ -104,23 +103,23 @@ def parse_and_check(body: bytes, check):
 def check_openai_request(body, max_inputs: int) -> OpenAIRequest:
     """A /v1/embeddings body: {"input": text or [texts], "model"?, "encoding_format"?, "user"?}."""
     if not isinstance(body, dict):
-        return _refuse(f'the body must be a JSON object, not {_kind(body)}: {{"input": "...", "model": "..."}}')
+        return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"input": "...", "model": "..."}}')
     unknown = [name for name in body if name not in OPENAI_FIELDS]
     if unknown:
         return _refuse(f'unknown fields {_names(unknown)}: /v1/embeddings takes {_names(OPENAI_FIELDS)}', unknown[0])
     for name in ('model', 'user'):
         if body.get(name) is not None and not isinstance(body[name], str):
-            return _refuse(f'`{name}` must be a string, not {_kind(body[name])}', name)
+            return _refuse(f'`{name}` must be a string, not {json_kind(body[name])}', name)
     encoding_format = body.get('encoding_format') or 'float'
     if encoding_format not in ENCODING_FORMATS:
-        return _refuse(f'`encoding_format` must be "float" or "base64", not {_short(encoding_format)}',
+        return _refuse(f'`encoding_format` must be "float" or "base64", not {shown(encoding_format)}',
                        'encoding_format')  # fmt: skip
     if 'input' not in body:
         return _refuse('`input` is required: a text, or a list of texts', 'input')
     texts = body['input']
     texts = [texts] if isinstance(texts, str) else texts
     if not isinstance(texts, list):
-        return _refuse(f'`input` must be a text or a list of texts, not {_kind(texts)}', 'input')
+        return _refuse(f'`input` must be a text or a list of texts, not {json_kind(texts)}', 'input')
     if not texts:
         return _refuse('`input` is an empty list: send at least one text', 'input')
     if len(texts) > max_inputs:
@@ -138,9 +137,9 @@ def check_openai_request(body, max_inputs: int) -> OpenAIRequest:
     for index, text in enumerate(texts):
         problem = describe_bad_text(text)
         if problem:
-            problems.setdefault(_kind_of_problem(problem), []).append(str(index))
+            problems.setdefault(problem, []).append(str(index))
     if problems:
-        details = '; '.join(f'{problem} at index {_listed(found)}' for problem, found in problems.items())
+        details = '; '.join(f'{problem} at index {listed(found)}' for problem, found in problems.items())
         return _refuse(f'`input` has {details}: each text must be a non-empty string of valid Unicode', 'input')
     return OpenAIRequest(texts=texts, encoding_format=encoding_format)
 
@@ -149,7 +148,7 @@ def check_encode_request(body, max_inputs: int, executors: tuple[str, ...]) -> E
     """A POST /encode body, Jina's shape: {"data": [docs] or a doc, "parameters"?, "header"?}. `executors`: the
     names a `header.targetExecutor` may select."""
     if not isinstance(body, dict):
-        return _refuse(f'the body must be a JSON object, not {_kind(body)}: {{"data": [{{"text": "..."}}]}}')
+        return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"data": [{{"text": "..."}}]}}')
     unknown = [name for name in body if name not in ENCODE_FIELDS]
     if unknown:
         return _refuse(f'unknown fields {_names(unknown)}: /encode takes {_names(ENCODE_FIELDS)}', unknown[0])
@@ -172,7 +171,7 @@ def _check_docs(docs: list) -> None:
     problems: dict[str, list[str]] = {}
     for position, doc in enumerate(docs):
         if not isinstance(doc, dict):
-            return _refuse(f'`data` #{position} must be an object with a `text`, not {_kind(doc)}', 'data')
+            return _refuse(f'`data` #{position} must be an object with a `text`, not {json_kind(doc)}', 'data')
         unknown = [name for name in doc if name not in DOC_FIELDS]
         if unknown:
             return _refuse(f'`data` #{position} has unknown fields {_names(unknown)}: a doc takes `id` and `text` '
@@ -180,7 +179,7 @@ def _check_docs(docs: list) -> None:
         name = doc.get('id')
         if name is not None and (not isinstance(name, str) or len(name) > MAX_ID_CHARS):
             return _refuse(f'`data` #{position}: `id` must be a string of at most {MAX_ID_CHARS} characters, not '
-                           f'{_short(name)}', 'data')  # fmt: skip
+                           f'{shown(name)}', 'data')  # fmt: skip
         url = doc.get('url')
         if url is not None and (not isinstance(url, str) or len(url) > MAX_URL_CHARS):
             return _refuse(f'`data` #{position}: `url` must be a string of at most {MAX_URL_CHARS} characters',
@@ -191,9 +190,9 @@ def _check_docs(docs: list) -> None:
                                '`embedding` and does not read `bytes_`', 'data')  # fmt: skip
         problem = describe_bad_text(doc.get('text'))
         if problem:
-            problems.setdefault(_kind_of_problem(problem), []).append(name if name is not None else f'#{position}')
+            problems.setdefault(problem, []).append(name if name is not None else f'#{position}')
     if problems:
-        details = '; '.join(f'{problem}: ids {_listed(found)}' for problem, found in problems.items())
+        details = '; '.join(f'{problem}: ids {listed(found)}' for problem, found in problems.items())
         _refuse(f'{details}. Each doc needs a non-empty string of valid Unicode in `text`; nothing in this request '
                 'was encoded.', 'data')  # fmt: skip
 
@@ -204,7 +203,7 @@ def _check_header(header, executors: tuple[str, ...]) -> str | None:
     if header is None:
         return None
     if not isinstance(header, dict):
-        return _refuse(f'`header` must be an object, not {_kind(header)}', 'header')
+        return _refuse(f'`header` must be an object, not {json_kind(header)}', 'header')
     unknown = [name for name in header if name not in HEADER_FIELDS]
     if unknown:
         return _refuse(f'unknown `header` fields {_names(unknown)}: it takes requestId and targetExecutor', 'header')
@@ -232,25 +231,5 @@ def _refuse(message: str, param: str | None = None):
     raise RequestProblem(message, param)
 
 
-def _kind_of_problem(problem: str) -> str:
-    return problem.split(' (a lone surrogate')[0]  # grouped by kind: the position differs from text to text
-
-
-def _kind(value) -> str:
-    return {dict: 'an object', list: 'a list', str: 'a string', bool: 'a boolean', type(None): 'null'}.get(
-        type(value), 'a number' if isinstance(value, (int, float)) else type(value).__name__
-    )
-
-
-def _short(value) -> str:
-    shown = json.dumps(value) if isinstance(value, (str, int, float, bool)) or value is None else _kind(value)
-    return shown if len(shown) <= 40 else shown[:40] + '...'
-
-
 def _names(names) -> str:
-    return ', '.join(f'`{_short(name)[1:-1] if isinstance(name, str) else name}`' for name in list(names)[:10])
-
-
-def _listed(found: list[str]) -> str:
-    more = f' and {len(found) - MAX_IDS_IN_ERROR} more' if len(found) > MAX_IDS_IN_ERROR else ''
-    return ', '.join(found[:MAX_IDS_IN_ERROR]) + more
+    return ', '.join(f'`{str(name)[:40]}`' for name in list(names)[:10])
