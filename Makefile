@@ -91,12 +91,15 @@ k8s: install ## Export flow.yml to Kubernetes manifests in k8s/ (kubectl apply -
 
 # One pytest process per tier: a local Flow forks its executor, and a child forked from a process that already ran
 # OpenVINO (the unit tier) hangs compiling its model; the e2e tier's grpc.aio threads break forks too. Every tier runs
-# even when one fails; the target fails if any did.
+# even when one fails; the target fails if any did. Each tier has its own pytest-timeout per test body, a few times
+# its slowest test on these 2 cores (unit 62 s, flow 13 s, e2e 115 s), so a hung server fails within minutes.
 TEST_TIERS := tests/unit tests/flow tests/e2e tests/swarm
 
 test: engine install ## Run all tests: unit, local Flow, the real compose stack and a 3-node swarm (builds the images)
 	@failed=""; for tier in $(TEST_TIERS); do \
-	  echo "=== $$tier"; $(VENV_PYTHON) -m pytest $$tier $(PYTEST_ARGS) || failed="$$failed $$tier"; \
+	  case $$tier in tests/unit) limit=300;; tests/flow) limit=600;; *) limit=1200;; esac; \
+	  echo "=== $$tier (pytest-timeout $${limit}s a test)"; \
+	  $(VENV_PYTHON) -m pytest $$tier --timeout=$$limit $(PYTEST_ARGS) || failed="$$failed $$tier"; \
 	done; [ -z "$$failed" ] || { echo "failed tiers:$$failed"; exit 1; }
 
 lint: install ## Lint and check formatting with ruff
