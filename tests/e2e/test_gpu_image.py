@@ -1,6 +1,7 @@
 """The GPU image (CUDA torch) builds here, and without a GPU it still encodes when told device=cpu.
 
-No GPU is needed: the same image that `make up-gpu` runs is started with plain `docker run`, no device reservation.
+Run by `make test-gpu-image` (not `make test`: the build takes minutes). No GPU is needed: the same image that
+`make up-gpu` runs is started with plain `docker run`, no device reservation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from compose_stack import REPO
 from helpers import FLOAT32, assert_same_embeddings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.gpu_image]
 
 GPU_IMAGE = 'sentence-encoder:gpu'
 PROBE = """

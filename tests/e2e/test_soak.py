@@ -1,4 +1,4 @@
-"""A 90-second soak of the real stack (`make soak` runs the long one): 64 clients, gRPC and HTTP, 1- and 32-doc
+"""A 60-second soak of the real stack (`make soak` runs the long one): 64 clients, gRPC and HTTP, 1- and 32-doc
 requests. Zero errors, every reply complete, in order and equal to the in-process model, and no container's memory
 growing phase after phase (scripts/soak.py's `memory_growth`: a gateway keeping 8 KB per HTTP request fails it)."""
 
@@ -13,7 +13,7 @@ from compose_stack import REPO, Stack
 
 pytestmark = pytest.mark.e2e
 
-SOAK_SECONDS = 90
+SOAK_SECONDS = 60
 
 
 def test_soak_with_64_mixed_clients(stack: Stack, tmp_path):
