@@ -13,7 +13,7 @@ COMPOSE := docker compose -f $(COMPOSE_DIR)/compose.yml
 COMPOSE_GPU := $(COMPOSE) -f $(COMPOSE_DIR)/compose.gpu.yml
 PYTEST_ARGS ?=
 
-.PHONY: help install model engine build build-gpu up up-gpu swarm-up swarm-down down logs ps export k8s smoke bench soak test test-gpu-image lint
+.PHONY: help install model engine build build-gpu up up-gpu swarm-up swarm-down down logs ps export k8s smoke bench soak test test-gpu-image mutants lint
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -107,6 +107,9 @@ test: engine install ## Run all tests: unit, local Flow, the real compose stack 
 
 test-gpu-image: engine install ## Build the GPU encoder image and check it (CUDA torch; encodes on the CPU when told)
 	$(VENV_PYTHON) -m pytest tests/e2e -m gpu_image --timeout=1200 $(PYTEST_ARGS)
+
+mutants: install ## Mutation testing (mutmut) of the unit-tested modules; scores in .build/mutation/scores.json
+	$(VENV_PYTHON) scripts/mutants.py $(MODULES)
 
 lint: install ## Lint and check formatting with ruff
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -18,16 +18,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = 'sentence-transformers/all-MiniLM-L6-v2'
 
-_TEST_HF_HOME = Path(tempfile.mkdtemp(prefix='test-hf-home-'))
+# TEST_HF_HOME: a cache this file filled before, reused as it is (scripts/mutants.py starts pytest once per mutant,
+# and filling costs seconds each time). Otherwise a new one, filled now.
+_REUSED_HF_HOME = os.environ.get('TEST_HF_HOME')
+_TEST_HF_HOME = Path(_REUSED_HF_HOME or tempfile.mkdtemp(prefix='test-hf-home-'))
 os.environ['HF_HOME'] = str(_TEST_HF_HOME)
 os.environ['HF_HUB_CACHE'] = str(_TEST_HF_HOME / 'hub')
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ.setdefault('JINA_HIDE_SURVEY', '1')
-subprocess.run(
-    [sys.executable, str(REPO / 'scripts' / 'fill_model_cache.py'), '--offline'],
-    check=True,
-    stdout=subprocess.DEVNULL,
-)
+if not _REUSED_HF_HOME:
+    subprocess.run(
+        [sys.executable, str(REPO / 'scripts' / 'fill_model_cache.py'), '--offline'],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 sys.path.insert(0, str(REPO / 'executor'))
 sys.path.insert(0, str(REPO / 'tests'))
 
