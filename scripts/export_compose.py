@@ -158,9 +158,13 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
             'OPENVINO_SHAPE_CACHE=${OPENVINO_SHAPE_CACHE:-200}',
             # The same bound as the gateway's on a caller's parameters.batch_size (executor/encode_inputs.py).
             'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',
+            'JINA_OPTOUT_TELEMETRY=1',
         ],
+        # Read-only: with HF_HUB_OFFLINE=1 (the default) the encoder only reads the model `make model` put there. For
+        # HF_HUB_OFFLINE=0 (downloads at start), MODEL_CACHE_MOUNT_MODE=rw.
         'volumes': [
             volume.replace('~/.cache/huggingface:', '${MODEL_CACHE_DIR:-~/.cache/huggingface}:', 1)
+            + ':${MODEL_CACHE_MOUNT_MODE:-ro}'
             for volume in exported['volumes']
         ],
         'healthcheck': {
@@ -177,9 +181,27 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
         'deploy': resource_limits('ENCODER', memory='4g'),
         'networks': exported['networks'],
     }
+    locked_down(service, '/home/encoder', 'ENCODER', pids=1024)
     # Every replica serves metrics on the same port inside its container; on the host each needs its own.
     variable = 'ENCODER_METRICS_PORT' if replica == 0 else f'ENCODER_METRICS_PORT_{replica}'
     return with_metrics_port(service, exported['command'], variable, host_offset=replica)
+
+
+def locked_down(service: dict, home: str, prefix: str, pids: int) -> dict:
+    """Least privilege for a service that only serves: the root filesystem read-only, with memory-backed scratch only
+    where something writes (/tmp, and jina's ~/.cache/jina, which it creates at import and keeps locks in), no Linux
+    capabilities, no gaining privileges through setuid files, and a cap on processes and threads (<PREFIX>_PIDS_LIMIT
+    in compose's interpolation, a few times what the service runs: jina, grpc and OpenVINO threads)."""
+    service.update(
+        {
+            'read_only': True,
+            'tmpfs': ['/tmp', f'{home}/.cache/jina'],
+            'cap_drop': ['ALL'],
+            'security_opt': ['no-new-privileges:true'],
+            'pids_limit': f'${{{prefix}_PIDS_LIMIT:-{pids}}}',
+        }
+    )
+    return service
 
 
 def resource_limits(prefix: str, memory: str) -> dict:
@@ -233,6 +255,7 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             'HTTP_BATCH_WAIT_MS=${HTTP_BATCH_WAIT_MS:-20}',
             'HTTP_BATCHES_IN_FLIGHT=${HTTP_BATCHES_IN_FLIGHT:-1}',
             'ACCESS_LOG=${ACCESS_LOG:-0}',
+            'JINA_OPTOUT_TELEMETRY=1',
         ],
         # Read-only: the gateway only reads the tokenizer from the cache the encoder's weights come from.
         'volumes': ['${MODEL_CACHE_DIR:-~/.cache/huggingface}:/home/gateway/.cache/huggingface:ro'],
@@ -250,6 +273,7 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
         'deploy': resource_limits('GATEWAY', memory='1g'),
         'networks': exported['networks'],
     }
+    locked_down(service, '/home/gateway', 'GATEWAY', pids=512)
     return with_metrics_port(service, command, 'GATEWAY_METRICS_PORT')
 
 

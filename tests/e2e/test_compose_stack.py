@@ -60,6 +60,26 @@ def test_containers_run_as_non_root_and_publish_on_loopback(stack: Stack):
     assert published.startswith('127.0.0.1:'), published
 
 
+def test_containers_are_locked_down_and_still_serve(stack: Stack, reference_model):
+    """Read-only root, scratch only on tmpfs, no capabilities, no privilege gain, a process cap, the model cache
+    mounted read-only, Jina's telemetry off: read back from the running containers, which answered the other tests."""
+    for service, pids in (('encoder', 1024), ('gateway', 512)):
+        inspected = stack.container(service).attrs
+        host = inspected['HostConfig']
+        assert host['ReadonlyRootfs'] is True, service
+        assert set(host['Tmpfs']) == {'/tmp', f'/home/{service}/.cache/jina'}, service
+        assert host['CapDrop'] == ['ALL'] and not host['CapAdd'], service
+        assert 'no-new-privileges:true' in host['SecurityOpt'], service
+        assert host['PidsLimit'] == pids, service
+        (cache,) = [m for m in inspected['Mounts'] if m['Destination'] == f'/home/{service}/.cache/huggingface']
+        assert cache['RW'] is False, f'{service} can write to the host model cache'
+        assert 'JINA_OPTOUT_TELEMETRY=1' in inspected['Config']['Env'], service
+        refused = stack.compose('exec', '-T', service, 'touch', f'/home/{service}/written', check=False)
+        assert refused.returncode != 0 and 'Read-only file system' in refused.stderr, service
+    reply = curl_encode(stack.http_port, '{"data":[{"text":"locked down"}]}')
+    assert_same_embeddings([reply['data'][0]['embedding']], reference_model.encode(['locked down']))
+
+
 def test_gpu_overlay_reserves_nvidia_devices_for_the_encoder_only(tmp_path):
     overlay = Stack(
         project='sentence-encoder-config', env_overrides=stack_env(tmp_path), files=('compose.yml', 'compose.gpu.yml')
