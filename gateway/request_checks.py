@@ -155,6 +155,9 @@ def check_encode_request(body, max_inputs: int, executors: tuple[str, ...]) -> E
     if 'data' not in body:
         return _refuse('`data` is required: a list of docs, e.g. {"data": [{"text": "hello world"}]}', 'data')
     data = body['data']
+    if not isinstance(data, (list, dict)):
+        return _refuse(f'`data` must be a list of docs (or one doc), not {json_kind(data)}: '
+                       '{"data": [{"text": "hello world"}]}', 'data')  # fmt: skip
     docs = data if isinstance(data, list) else [data]
     if len(docs) > max_inputs:
         return _refuse(f'`data` has {len(docs)} docs, over the limit of {max_inputs} per request '
@@ -207,10 +210,10 @@ def _check_header(header, executors: tuple[str, ...]) -> str | None:
     unknown = [name for name in header if name not in HEADER_FIELDS]
     if unknown:
         return _refuse(f'unknown `header` fields {_names(unknown)}: it takes requestId and targetExecutor', 'header')
-    values = {HEADER_FIELDS[name]: value for name, value in header.items()}
-    for name, value in values.items():
+    for name, value in header.items():  # named as the client sent them (requestId), not as Jina's fields
         if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_CHARS):
             return _refuse(f'`header.{name}` must be a string of at most {MAX_ID_CHARS} characters', 'header')
+    values = {HEADER_FIELDS[name]: value for name, value in header.items()}
     target = values.get('target_executor')
     if target:
         if len(target) > MAX_TARGET_CHARS:

@@ -68,7 +68,7 @@ def test_a_surrogate_pair_is_valid_text():
         ({'data': ['x']}, 'must be an object'),
         ({'data': [{'text': 'x'}], 'header': {'targetExecutor': 'nothing'}}, 'selects no executor'),
         ({'data': [{'text': 'x'}], 'header': {'targetExecutor': '('}}, 'not a valid regular expression'),
-        ({'data': [{'text': 'x'}], 'header': {'requestId': 5}}, 'header.request_id` must be a string'),
+        ({'data': [{'text': 'x'}], 'header': {'requestId': 5}}, 'header.requestId` must be a string'),
         ({'data': [{'text': 'x'}], 'header': {'other': 1}}, 'unknown `header` fields'),
         ({'data': [{'text': 'x'}], 'parameters': [1]}, '`parameters` must be an object'),
         ({'data': [{'text': 'x'}], 'parameters': {'batch_size': True}}, 'integer from 1'),
