@@ -178,35 +178,40 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
         'restart': '${RESTART_POLICY:-unless-stopped}',
         # Room for in-flight requests to finish on `docker compose stop` before SIGKILL (compose's default is 10 s).
         'stop_grace_period': '${STOP_GRACE_PERIOD:-30s}',
-        'deploy': resource_limits('ENCODER', memory='4g'),
+        'deploy': resource_limits('ENCODER', memory='4g', pids=1024),
         'networks': exported['networks'],
     }
-    locked_down(service, '/home/encoder', 'ENCODER', pids=1024)
+    locked_down(service, '/home/encoder')
     # Every replica serves metrics on the same port inside its container; on the host each needs its own.
     variable = 'ENCODER_METRICS_PORT' if replica == 0 else f'ENCODER_METRICS_PORT_{replica}'
     return with_metrics_port(service, exported['command'], variable, host_offset=replica)
 
 
-def locked_down(service: dict, home: str, prefix: str, pids: int) -> dict:
+def locked_down(service: dict, home: str) -> dict:
     """Least privilege for a service that only serves: the root filesystem read-only, with memory-backed scratch only
-    where something writes (/tmp, and jina's ~/.cache/jina, which it creates at import and keeps locks in), no Linux
-    capabilities, no gaining privileges through setuid files, and a cap on processes and threads (<PREFIX>_PIDS_LIMIT
-    in compose's interpolation, a few times what the service runs: jina, grpc and OpenVINO threads)."""
+    where something writes (/tmp; jina's ~/.cache/jina, which it creates at import and keeps locks in; ~/.jina, which
+    jina's hub client creates at import), no Linux
+    capabilities, and no gaining privileges through setuid files. (The cap on processes is in resource_limits.)"""
     service.update(
         {
             'read_only': True,
-            'tmpfs': ['/tmp', f'{home}/.cache/jina'],
+            'tmpfs': ['/tmp', f'{home}/.cache/jina', f'{home}/.jina'],
             'cap_drop': ['ALL'],
             'security_opt': ['no-new-privileges:true'],
-            'pids_limit': f'${{{prefix}_PIDS_LIMIT:-{pids}}}',
         }
     )
     return service
 
 
-def resource_limits(prefix: str, memory: str) -> dict:
-    """Memory and CPU caps, overridable (<PREFIX>_MEMORY_LIMIT, <PREFIX>_CPUS; CPUS 0 means no cap)."""
-    limits = {'memory': f'${{{prefix}_MEMORY_LIMIT:-{memory}}}', 'cpus': f'${{{prefix}_CPUS:-0}}'}
+def resource_limits(prefix: str, memory: str, pids: int) -> dict:
+    """Memory, CPU and process caps, overridable (<PREFIX>_MEMORY_LIMIT, <PREFIX>_CPUS, 0 meaning no cap, and
+    <PREFIX>_PIDS_LIMIT: processes and threads, a few times what the service runs with jina's, grpc's and OpenVINO's
+    threads). Compose refuses a top-level pids_limit beside deploy limits, so the cap is here."""
+    limits = {
+        'memory': f'${{{prefix}_MEMORY_LIMIT:-{memory}}}',
+        'cpus': f'${{{prefix}_CPUS:-0}}',
+        'pids': f'${{{prefix}_PIDS_LIMIT:-{pids}}}',
+    }
     return {'resources': {'limits': limits}}
 
 
@@ -270,10 +275,10 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
         },
         'restart': '${RESTART_POLICY:-unless-stopped}',
         'stop_grace_period': '${STOP_GRACE_PERIOD:-30s}',
-        'deploy': resource_limits('GATEWAY', memory='1g'),
+        'deploy': resource_limits('GATEWAY', memory='1g', pids=512),
         'networks': exported['networks'],
     }
-    locked_down(service, '/home/gateway', 'GATEWAY', pids=512)
+    locked_down(service, '/home/gateway')
     return with_metrics_port(service, command, 'GATEWAY_METRICS_PORT')
 
 

@@ -48,7 +48,7 @@ def swarm_encoder(service: dict, replicas: int) -> dict:
             'update_config': {'parallelism': 1, 'order': 'start-first', 'failure_action': 'rollback', 'monitor': '30s'},
             'rollback_config': {'parallelism': 1, 'order': 'start-first'},
             'restart_policy': {'condition': 'any', 'delay': '5s'},
-            'resources': service['deploy']['resources'],
+            'resources': swarm_resources(service),
         },
         'networks': service['networks'],
     }
@@ -84,10 +84,17 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
             # A host-mode port cannot be bound twice on one node: the old gateway stops (draining) first.
             'update_config': {'parallelism': 1, 'order': 'stop-first', 'failure_action': 'rollback'},
             'restart_policy': {'condition': 'any', 'delay': '5s'},
-            'resources': service['deploy']['resources'],
+            'resources': swarm_resources(service),
         },
         'networks': service['networks'],
     }
+
+
+def swarm_resources(service: dict) -> dict:
+    """The compose service's memory and CPU limits. Not its process cap: `docker stack deploy` on the engines these
+    nodes run (20.10) refuses deploy.resources.limits.pids."""
+    limits = {key: value for key, value in service['deploy']['resources']['limits'].items() if key != 'pids'}
+    return {'limits': limits}
 
 
 def build_swarm_file(flow: dict) -> dict:

@@ -67,7 +67,7 @@ def test_containers_are_locked_down_and_still_serve(stack: Stack, reference_mode
         inspected = stack.container(service).attrs
         host = inspected['HostConfig']
         assert host['ReadonlyRootfs'] is True, service
-        assert set(host['Tmpfs']) == {'/tmp', f'/home/{service}/.cache/jina'}, service
+        assert set(host['Tmpfs']) == {'/tmp', f'/home/{service}/.cache/jina', f'/home/{service}/.jina'}, service
         assert host['CapDrop'] == ['ALL'] and not host['CapAdd'], service
         assert 'no-new-privileges:true' in host['SecurityOpt'], service
         assert host['PidsLimit'] == pids, service
@@ -129,4 +129,4 @@ def test_services_run_with_memory_limits_and_a_stop_grace_period(stack: Stack, t
         env_overrides=stack_env(tmp_path, ENCODER_MEMORY_LIMIT='2g', ENCODER_CPUS='1.5'),
     )
     limits = json.loads(overridden.compose('config', '--format', 'json').stdout)['services']['encoder']['deploy']
-    assert limits['resources']['limits'] == {'memory': str(2 * 1024**3), 'cpus': 1.5}
+    assert limits['resources']['limits'] == {'memory': str(2 * 1024**3), 'cpus': 1.5, 'pids': 1024}
