@@ -71,7 +71,8 @@ def parse_json(body: bytes):
             raise LoneSurrogate(reason) from None
         if 'not valid UTF-8' in reason:
             return _refuse(f'the body is not valid UTF-8 ({reason}): send JSON encoded as UTF-8')
-        if 'unexpected character' in reason and re.search(rb'\bNaN\b|-?\bInfinity\b', body):
+        # Only where the parser stopped: "NaN" inside a string of a body broken elsewhere is no NaN number.
+        if body[error.pos :].startswith((b'NaN', b'Infinity')):
             return _refuse(f'the body is not valid JSON ({reason}): NaN and Infinity are not JSON numbers')
         return _refuse(f'the body is not valid JSON ({reason})')
 

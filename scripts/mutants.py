@@ -31,7 +31,7 @@ VENV_BIN = Path(sys.executable).parent
 # in every test, is left out: it made devices' 100 mutants take 13 minutes.
 MODULES = {
     'coalescer': ('gateway', ['tests/unit/test_coalescer.py']),
-    'request_checks': ('gateway', ['tests/unit/test_request_checks.py']),
+    'request_checks': ('gateway', ['tests/unit/test_request_checks.py', 'tests/unit/test_request_refusals.py']),
     'discovery': ('gateway', ['tests/unit/test_discovery.py']),
     'devices': ('executor', ['tests/unit/test_devices.py']),
     'encode_inputs': ('executor', ['tests/unit/test_request_checks.py']),

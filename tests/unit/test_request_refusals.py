@@ -20,6 +20,7 @@ from request_checks import (  # noqa: E402
     RequestProblem,
     check_encode_request,
     check_openai_request,
+    parse_and_check,
 )
 
 MAX_INPUTS = 4
@@ -156,3 +157,71 @@ def test_more_than_ten_unknown_fields_are_listed_up_to_ten():
         str(refused.value)
         == f'unknown fields {listed}: /v1/embeddings takes `input`, `model`, `encoding_format`, `user`'
     )
+
+
+UTF16 = 'the body is not UTF-8 JSON: it looks like UTF-16 or UTF-32; send it as UTF-8'
+BODY = '{"data": [{"text": "x"}]}'
+NOT_UTF8 = (
+    'the body is not valid UTF-8 (str is not valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)): send '
+    'JSON encoded as UTF-8'
+)
+
+PARSER_REFUSALS = [
+    (encode, b'', 'the body is empty: send a JSON object', None),
+    (encode, b' \n\t', 'the body is empty: send a JSON object', None),
+    (encode, BODY.encode('utf-16'), UTF16, None),  # with its BOM, little-endian
+    (encode, ('\ufeff' + BODY).encode('utf-16-be'), UTF16, None),
+    (encode, BODY.encode('utf-16-le'), UTF16, None),  # no BOM: the zero bytes tell
+    (encode, BODY.encode('utf-16-be'), UTF16, None),
+    (encode, b'\xef\xbb\xbf' + BODY.encode(),
+     'the body is not UTF-8 JSON as sent: it starts with a byte-order mark (BOM); send it without', None),
+    (encode, b'{"data": [{"text": NaN}]}',
+     'the body is not valid JSON (unexpected character, expected a JSON value: line 1 column 20 (char 19)): NaN and '
+     'Infinity are not JSON numbers', None),
+    (encode, b'{"data": [{"text": -Infinity}]}',
+     'the body is not valid JSON (no digit after sign: line 1 column 21 (char 20)): NaN and Infinity are not JSON '
+     'numbers', None),
+    # "NaN" in a string of a body broken elsewhere: no NaN hint.
+    (encode, b'{"data": [{"text": "NaN"}] x}',
+     "the body is not valid JSON (unexpected character, expected ',' or '}': line 1 column 28 (char 27))", None),
+    (encode, b'{"data": [{"text": "x"}]',
+     'the body is not valid JSON (unexpected end of data: line 1 column 25 (char 24))', None),
+    (encode, b'{"data": [{"text": "\xc3"}]}', NOT_UTF8, None),
+    (encode, b'{"data": [{"text": "\xed\xa0\x80"}]}', NOT_UTF8, None),  # a surrogate encoded as UTF-8 bytes
+    # Lone surrogate escapes: named by index (/v1) or id (/encode), other problems beside them.
+    (openai, b'{"input": ["a", "\\ud800", "b", "\\udc00"]}',
+     '`input` has text is not valid Unicode at index 1, 3: each text must be a non-empty string of valid Unicode',
+     'input'),
+    (openai, b'{"input": ["a", "", "\\ud800"]}',
+     '`input` has empty text at index 1; text is not valid Unicode at index 2: each text must be a non-empty string '
+     'of valid Unicode', 'input'),
+    (encode, b'{"data": [{"text": "\\ud800"}]}',
+     'text is not valid Unicode: ids #0. Each doc needs a non-empty string of valid Unicode in `text`; nothing in '
+     'this request was encoded.', 'data'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(('check', 'body', 'message', 'param'), PARSER_REFUSALS)
+def test_each_body_the_parser_refuses_is_named_with_the_fix(check, body, message, param):
+    with pytest.raises(RequestProblem) as refused:
+        parse_and_check(body, check)
+    assert str(refused.value) == message
+    assert refused.value.param == param
+
+
+def test_a_lone_surrogate_the_second_reading_cannot_place_is_refused_for_the_body():
+    """Python's json reads the body again to name the text; when the check passes on that reading (the surrogate
+    sits in a field no check reads), the parser's own refusal stands."""
+    with pytest.raises(RequestProblem) as refused:
+        parse_and_check(b'{"input": "fine", "user": "\\ud800"}', openai)
+    assert str(refused.value) == (
+        'the body holds a string that is not valid Unicode (no low surrogate in string: line 1 column 28 (char 27)): '
+        'a lone surrogate escape'
+    )
+
+
+def test_a_long_field_name_is_shown_cut_to_40_characters():
+    with pytest.raises(RequestProblem) as refused:
+        openai({'input': 'x', 'f' * 50: 1})
+    assert str(refused.value).startswith(f'unknown fields `{"f" * 40}`: ')
+    assert refused.value.param == 'f' * 50
