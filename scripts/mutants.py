@@ -34,7 +34,7 @@ MODULES = {
     'request_checks': ('gateway', ['tests/unit/test_request_checks.py', 'tests/unit/test_request_refusals.py']),
     'discovery': ('gateway', ['tests/unit/test_discovery.py']),
     'devices': ('executor', ['tests/unit/test_devices.py']),
-    'encode_inputs': ('executor', ['tests/unit/test_request_checks.py']),
+    'encode_inputs': ('executor', ['tests/unit/test_encode_inputs.py', 'tests/unit/test_request_checks.py']),
     'lanes': ('executor', ['tests/unit/test_lanes.py']),
 }
 # Exit codes mutmut records per mutant (mutmut/stats.py): 1 and 3 are kills, 0 a survivor.
