@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'gateway'))
-from coalescer import EncoderRefused, QueueFull, RequestCoalescer  # noqa: E402
+from coalescer import EncoderRefused, QueueFull, RequestCoalescer, as_refusal  # noqa: E402
 
 # Generous bounds on waits that must not happen (a lone request held for a timer): failures, not measurements.
 NEVER_MS = 60_000
@@ -239,3 +239,116 @@ def test_a_caller_that_goes_away_does_not_disturb_the_others():
 def test_settings_out_of_range_are_refused():
     with pytest.raises(ValueError, match='at least 1'):
         RequestCoalescer(StandInEncoder(), max_docs=0, max_wait_ms=1, max_batches_in_flight=1)
+
+
+def test_a_partial_batch_waits_for_the_one_slot_and_then_leaves_joined():
+    """max_batches_in_flight=1: while the first batch is out, later requests wait (the timer is NEVER_MS), then
+    leave together the moment it returns. A second batch sent early (an in-flight bound off by one) fails this."""
+    encoder = StandInEncoder(gate=asyncio.Event())
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=1)
+        first = asyncio.ensure_future(joiner.encode(['r0']))
+        await asyncio.sleep(0.01)
+        later = [asyncio.ensure_future(joiner.encode([f'r{i}'])) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        sent_while_busy = [list(batch) for batch in encoder.batches]
+        encoder.gate.set()
+        return sent_while_busy, await asyncio.gather(first, *later)
+
+    sent_while_busy, answered = run(scenario())
+    assert sent_while_busy == [['r0']]
+    assert encoder.batches == [['r0'], ['r1', 'r2', 'r3']]
+    assert answered == [vectors_of([f'r{i}']) for i in range(4)]
+
+
+def test_two_slots_send_two_batches_and_hold_the_rest():
+    encoder = StandInEncoder(gate=asyncio.Event())
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=2)
+        requests = []
+        for i in range(4):
+            requests.append(asyncio.ensure_future(joiner.encode([f'r{i}'])))
+            await asyncio.sleep(0.01)  # each on a turn of its own: no joining of r0 and r1
+        sent_while_busy = [list(batch) for batch in encoder.batches]
+        encoder.gate.set()
+        return sent_while_busy, await asyncio.gather(*requests)
+
+    sent_while_busy, answered = run(scenario())
+    assert sent_while_busy == [['r0'], ['r1']]
+    assert sorted(map(tuple, encoder.batches)) == [('r0',), ('r1',), ('r2', 'r3')]
+    assert answered == [vectors_of([f'r{i}']) for i in range(4)]
+
+
+def test_a_full_batch_leaves_at_once_although_the_slot_is_taken():
+    """max_docs texts waiting make a full batch: it leaves without waiting for a slot or the timer."""
+    encoder = StandInEncoder(gate=asyncio.Event())
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=3, max_wait_ms=NEVER_MS, max_batches_in_flight=1)
+        first = asyncio.ensure_future(joiner.encode(['r0']))
+        await asyncio.sleep(0.01)
+        full = asyncio.ensure_future(joiner.encode(['a', 'b', 'c']))
+        await asyncio.sleep(0.05)
+        sent_while_busy = [list(batch) for batch in encoder.batches]
+        encoder.gate.set()
+        return sent_while_busy, await asyncio.gather(first, full)
+
+    sent_while_busy, answered = run(scenario())
+    assert sent_while_busy == [['r0'], ['a', 'b', 'c']]
+    assert answered == [vectors_of(['r0']), vectors_of(['a', 'b', 'c'])]
+
+
+def test_requests_that_fill_max_docs_exactly_share_one_batch():
+    encoder = StandInEncoder()
+    requests = [['a1', 'a2'], ['b1', 'b2'], ['c1']]
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=4, max_wait_ms=NEVER_MS, max_batches_in_flight=1)
+        return await asyncio.gather(*(joiner.encode(texts) for texts in requests))
+
+    assert run(scenario()) == [vectors_of(texts) for texts in requests]
+    assert encoder.batches == [['a1', 'a2', 'b1', 'b2'], ['c1']]
+
+
+def test_each_batch_is_reported_as_it_leaves_with_its_requests_and_texts():
+    encoder = StandInEncoder()
+    reported = []
+
+    async def scenario():
+        joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=1,
+                                  on_batch=lambda requests, texts: reported.append((requests, texts)))  # fmt: skip
+        return await asyncio.gather(joiner.encode(['a', 'b']), joiner.encode(['c']))
+
+    run(scenario())
+    assert reported == [(2, 3)]
+
+
+def test_the_queue_full_refusal_says_how_many_wait_and_the_limit():
+    refusal = QueueFull(7, 5)
+    assert str(refusal) == (
+        'the gateway has 7 texts waiting for the encoder, at its limit of 5 (MAX_QUEUED_TEXTS): retry shortly'
+    )
+    assert (refusal.status, refusal.input_fault, refusal.headers) == (429, False, {'Retry-After': '1'})
+
+
+def test_an_encoder_answering_too_few_vectors_fails_the_request_as_a_server_error():
+    async def short_encoder(texts, options=None, names=None):
+        return vectors_of(texts)[:-1]
+
+    async def scenario():
+        joiner = RequestCoalescer(short_encoder, max_docs=64, max_wait_ms=NEVER_MS, max_batches_in_flight=1)
+        return await asyncio.gather(joiner.encode(['a', 'b']), return_exceptions=True)
+
+    (failed,) = run(scenario())
+    assert isinstance(failed, EncoderRefused) and str(failed) == 'the encoder returned 1 of 2 vectors'
+    assert (failed.status, failed.input_fault) == (500, False)
+
+
+def test_an_unexpected_exception_becomes_a_500_that_names_it():
+    failure = RuntimeError('boom')
+    assert str(as_refusal(failure)) == 'the encoder request failed (RuntimeError: boom)'
+    assert (as_refusal(failure).status, as_refusal(failure).input_fault) == (500, False)
+    refusal = EncoderRefused('kept', input_fault=True)
+    assert as_refusal(refusal) is refusal
