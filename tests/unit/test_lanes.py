@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_same_embeddings
-from lanes import MIN_TEXTS_PER_PART, EncodingLanes
+from lanes import MIN_TEXTS_PER_PART, EncodingLanes, lanes_for
 
 
 class RecordingModel:
@@ -125,3 +125,46 @@ def test_the_hint_comes_from_the_environment_and_a_bad_one_is_refused(monkeypatc
     monkeypatch.setenv('OPENVINO_PERFORMANCE_HINT', 'THROUGHPUT')
     streams = SentenceEncoder(device='cpu').lanes
     assert streams.batches_at_once == streams.streams + 1 if streams.streams > 1 else streams.batches_at_once == 1
+
+
+class OptionsModel(RecordingModel):
+    """Records the options of each call too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[dict] = []
+
+    def encode(self, texts: list[str], **options) -> torch.Tensor:
+        self.options.append(options)
+        return super().encode(texts)
+
+
+def test_options_reach_every_part_of_a_split_batch_and_a_whole_one():
+    model = OptionsModel()
+    lanes = EncodingLanes(model, streams=2)
+    lanes.encode(texts(4 * MIN_TEXTS_PER_PART), normalize_embeddings=True, batch_size=8)
+    lanes.encode(texts(1), normalize_embeddings=True, batch_size=8)
+    assert len(model.options) == 3
+    assert model.options == [{'normalize_embeddings': True, 'batch_size': 8}] * 3
+
+
+def test_a_batch_of_exactly_streams_times_the_minimum_is_split():
+    model = RecordingModel()
+    lanes = EncodingLanes(model, streams=2)
+    lanes.encode(texts(2 * MIN_TEXTS_PER_PART))
+    assert sorted(len(call) for call in model.calls) == [MIN_TEXTS_PER_PART, MIN_TEXTS_PER_PART]
+
+
+def test_after_a_batch_the_next_lone_batch_is_split_again():
+    """The count of batches being encoded goes back to zero: a later lone batch is alone again, and split."""
+    model = RecordingModel()
+    lanes = EncodingLanes(model, streams=2)
+    for _ in range(3):
+        model.calls.clear()
+        lanes.encode(texts(2 * MIN_TEXTS_PER_PART))
+        assert len(model.calls) == 2
+
+
+def test_one_lane_by_default_and_for_torch():
+    assert EncodingLanes(RecordingModel()).streams == 1
+    assert lanes_for(RecordingModel(), 'torch').streams == 1
