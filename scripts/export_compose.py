@@ -181,21 +181,24 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
         'deploy': resource_limits('ENCODER', memory='4g', pids=1024),
         'networks': exported['networks'],
     }
-    locked_down(service, '/home/encoder')
+    locked_down(service)
     # Every replica serves metrics on the same port inside its container; on the host each needs its own.
     variable = 'ENCODER_METRICS_PORT' if replica == 0 else f'ENCODER_METRICS_PORT_{replica}'
     return with_metrics_port(service, exported['command'], variable, host_offset=replica)
 
 
-def locked_down(service: dict, home: str) -> dict:
-    """Least privilege for a service that only serves: the root filesystem read-only, with memory-backed scratch only
-    where something writes (/tmp; jina's ~/.cache/jina, which it creates at import and keeps locks in; ~/.jina, which
-    jina's hub client creates at import), no Linux
-    capabilities, and no gaining privileges through setuid files. (The cap on processes is in resource_limits.)"""
+def locked_down(service: dict) -> dict:
+    """Least privilege for a service that only serves: the root filesystem read-only, no Linux capabilities, and no
+    gaining privileges through setuid files. (The cap on processes is in resource_limits.)
+
+    Jina writes at import, in the user's home (~/.cache/jina for its locks, ~/.jina for its hub client): HOME is the
+    one writable place, a memory-backed /tmp. (tmpfs mounts at those two paths instead came back owned by root after
+    the container restarted, mode=1777 or not, on Docker 20.10, and the restarted encoder could not start.)"""
+    service['environment'].append('HOME=/tmp')
     service.update(
         {
             'read_only': True,
-            'tmpfs': ['/tmp', f'{home}/.cache/jina', f'{home}/.jina'],
+            'tmpfs': ['/tmp:mode=1777'],
             'cap_drop': ['ALL'],
             'security_opt': ['no-new-privileges:true'],
         }
@@ -278,7 +281,7 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
         'deploy': resource_limits('GATEWAY', memory='1g', pids=512),
         'networks': exported['networks'],
     }
-    locked_down(service, '/home/gateway')
+    locked_down(service)
     return with_metrics_port(service, command, 'GATEWAY_METRICS_PORT')
 
 

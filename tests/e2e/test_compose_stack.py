@@ -67,13 +67,13 @@ def test_containers_are_locked_down_and_still_serve(stack: Stack, reference_mode
         inspected = stack.container(service).attrs
         host = inspected['HostConfig']
         assert host['ReadonlyRootfs'] is True, service
-        assert set(host['Tmpfs']) == {'/tmp', f'/home/{service}/.cache/jina', f'/home/{service}/.jina'}, service
+        assert host['Tmpfs'] == {'/tmp': 'mode=1777'}, service  # and HOME=/tmp, where Jina writes
         assert host['CapDrop'] == ['ALL'] and not host['CapAdd'], service
         assert 'no-new-privileges:true' in host['SecurityOpt'], service
         assert host['PidsLimit'] == pids, service
         (cache,) = [m for m in inspected['Mounts'] if m['Destination'] == f'/home/{service}/.cache/huggingface']
         assert cache['RW'] is False, f'{service} can write to the host model cache'
-        assert 'JINA_OPTOUT_TELEMETRY=1' in inspected['Config']['Env'], service
+        assert {'JINA_OPTOUT_TELEMETRY=1', 'HOME=/tmp'} <= set(inspected['Config']['Env']), service
         refused = stack.compose('exec', '-T', service, 'touch', f'/home/{service}/written', check=False)
         assert refused.returncode != 0 and 'Read-only file system' in refused.stderr, service
     reply = curl_encode(stack.http_port, '{"data":[{"text":"locked down"}]}')
