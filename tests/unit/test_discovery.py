@@ -23,6 +23,7 @@ class RecordingPool:
         self.connections.add(address)
 
     async def remove_connection(self, deployment: str, address: str) -> None:
+        assert deployment == 'encoder'
         self.connections.discard(address)
 
 
@@ -73,6 +74,7 @@ def test_the_real_resolver_gives_host_port_for_each_address():
     found = asyncio.run(resolve('localhost', 8081))
     assert '127.0.0.1:8081' in found
     assert all(address.endswith(':8081') and address.count(':8081') == 1 for address in found)
+    assert asyncio.run(resolve('127.0.0.5', 9000)) == {'127.0.0.5:9000'}  # the name asked for, not the loopback
 
 
 def test_a_target_with_colons_in_its_host_splits_at_the_last():
