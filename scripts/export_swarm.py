@@ -91,8 +91,8 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
 
 
 def swarm_resources(service: dict) -> dict:
-    """The compose service's memory and CPU limits. Not its process cap: `docker stack deploy` on the engines these
-    nodes run (20.10) refuses deploy.resources.limits.pids."""
+    """The compose service's memory and CPU limits. Not its process cap: deploy.resources.limits.pids is newer than
+    the stack file format of the 20.10 engines the swarm tier runs, and was not tried there."""
     limits = {key: value for key, value in service['deploy']['resources']['limits'].items() if key != 'pids'}
     return {'limits': limits}
 

@@ -41,6 +41,15 @@ def openai(body):
 
 ONE = [{'text': 'x'}]
 
+
+def assert_refused(refuse, message: str, param: str | None) -> None:
+    """`refuse()` raises the RequestProblem with exactly this message and param."""
+    with pytest.raises(RequestProblem) as refused:
+        refuse()
+    assert str(refused.value) == message
+    assert refused.value.param == param
+
+
 REFUSALS = [
     # /v1/embeddings
     (openai, ['x'], 'the body must be a JSON object, not a list: {"input": "...", "model": "..."}', None),
@@ -110,10 +119,7 @@ REFUSALS = [
 
 @pytest.mark.parametrize(('check', 'body', 'message', 'param'), REFUSALS)
 def test_each_refusal_names_the_problem_the_fix_and_the_field(check, body, message, param):
-    with pytest.raises(RequestProblem) as refused:
-        check(body)
-    assert str(refused.value) == message
-    assert refused.value.param == param
+    assert_refused(lambda: check(body), message, param)
 
 
 def test_an_id_over_the_limit_is_shown_cut():
@@ -203,10 +209,7 @@ PARSER_REFUSALS = [
 
 @pytest.mark.parametrize(('check', 'body', 'message', 'param'), PARSER_REFUSALS)
 def test_each_body_the_parser_refuses_is_named_with_the_fix(check, body, message, param):
-    with pytest.raises(RequestProblem) as refused:
-        parse_and_check(body, check)
-    assert str(refused.value) == message
-    assert refused.value.param == param
+    assert_refused(lambda: parse_and_check(body, check), message, param)
 
 
 def test_a_lone_surrogate_the_second_reading_cannot_place_is_refused_for_the_body():
