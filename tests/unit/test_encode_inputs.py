@@ -116,6 +116,15 @@ def test_bad_parameters_are_refused_in_words(parameters, limit, message):
     assert str(refused.value) == message
 
 
+def test_many_or_long_unknown_parameters_are_named_cut_and_counted():
+    with pytest.raises(InputProblem) as refused:
+        check_parameters({f'p{i:04d}' + 'x' * 100: i for i in range(2000)})
+    named = ', '.join(f'p{i:04d}' + 'x' * 35 for i in range(MAX_IDS_IN_ERROR))
+    assert str(refused.value) == (
+        f'unknown `parameters` {named} and {2000 - MAX_IDS_IN_ERROR} more: this encoder takes batch_size, normalize'
+    )
+
+
 def test_keys_jina_adds_are_ignored_only_when_named():
     assert check_parameters({'__results__': {}, 'normalize': True}, ignore=frozenset({'__results__'})).normalize
     with pytest.raises(InputProblem, match='unknown `parameters` __results__'):
