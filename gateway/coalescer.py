@@ -92,11 +92,9 @@ class RequestCoalescer:
         waiting = _Waiting(texts, options, names or [f'#{i}' for i in range(len(texts))])
         self._waiting.append(waiting)
         self._waiting_docs += len(texts)
-        if self._batches_in_flight < self.max_batches_in_flight or self._waiting_docs >= self.max_docs:
-            # Leave on the next turn of the event loop, so that requests read in this turn join the batch.
-            asyncio.get_running_loop().call_soon(self._send_waiting)
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._send_waiting, True)
+        # Decided on the next turn of the event loop, so that requests read in this turn join the batch; there, in
+        # one place, a batch leaves or the max-wait timer is armed.
+        asyncio.get_running_loop().call_soon(self._send_waiting)
         return await waiting.reply
 
     def _send_waiting(self, waited_enough: bool = False) -> None:

@@ -168,3 +168,72 @@ def test_after_a_batch_the_next_lone_batch_is_split_again():
 def test_one_lane_by_default_and_for_torch():
     assert EncodingLanes(RecordingModel()).streams == 1
     assert lanes_for(RecordingModel(), 'torch').streams == 1
+
+
+class StandInCompiledModel:
+    """What InferRequestPerThread needs of OpenVINO's compiled model: create_infer_request() and properties. Each
+    request records the thread that created it and answers infer() with what it was given."""
+
+    def __init__(self, streams: int = 2) -> None:
+        self.streams = streams
+        self.created: list[int] = []  # the thread of each request created
+        self.compiled = False
+
+    def create_infer_request(self):
+        self.created.append(threading.get_ident())
+        number = len(self.created)
+
+        class Request:
+            def infer(self, inputs, *args, **kwargs):
+                return number, threading.get_ident(), inputs, args, kwargs
+
+        return Request()
+
+    def get_property(self, name: str):
+        return {'OPTIMAL_NUMBER_OF_INFER_REQUESTS': str(self.streams)}[name]
+
+
+def test_each_thread_infers_on_a_request_of_its_own_and_keeps_it():
+    from lanes import InferRequestPerThread
+
+    compiled = StandInCompiledModel()
+    per_thread = InferRequestPerThread(compiled)
+    here = threading.get_ident()
+    assert per_thread({'ids': 1}, 'shared', flag=True) == (1, here, {'ids': 1}, ('shared',), {'flag': True})
+    assert per_thread({'ids': 2})[0] == 1  # the same thread: the same request, not a new one
+    with ThreadPoolExecutor(max_workers=1) as other:
+        number, thread, *_ = other.submit(per_thread, {'ids': 3}).result()
+    assert number == 2 and thread != here
+    assert len(compiled.created) == 2
+    assert per_thread.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS') == '2'  # everything else is the model's
+
+
+def test_an_openvino_model_gets_per_thread_requests_and_its_streams_as_lanes():
+    """The wiring into optimum-intel's OVModel (model[0].auto_model): compiled first, its `request` replaced, and
+    the streams read from the compiled model. The real model's version is the concurrency test above."""
+    from types import SimpleNamespace
+
+    from lanes import InferRequestPerThread
+
+    compiled = StandInCompiledModel(streams=3)
+    openvino_model = SimpleNamespace(request=None)
+    openvino_model.compile = lambda: setattr(openvino_model, 'request', compiled)
+    model = [SimpleNamespace(auto_model=openvino_model)]
+    lanes = lanes_for(model, 'openvino')
+    assert isinstance(openvino_model.request, InferRequestPerThread)
+    assert (lanes.streams, lanes.batches_at_once, lanes.model) == (3, 4, model)
+
+
+def test_the_parts_of_a_split_batch_run_on_the_callers_thread_and_a_named_lane_thread():
+    """Thread names show in stack dumps (py-spy, faulthandler): a lane's thread says what it is."""
+    seen: list[str] = []
+
+    class NamingModel(RecordingModel):
+        def encode(self, texts, **options):
+            seen.append(threading.current_thread().name)
+            return super().encode(texts, **options)
+
+    EncodingLanes(NamingModel(), streams=2).encode(texts(2 * MIN_TEXTS_PER_PART))
+    caller = threading.current_thread().name
+    assert len(seen) == 2 and seen.count(caller) == 1
+    assert [name for name in seen if name != caller][0].startswith('lane_')
