@@ -118,6 +118,18 @@ def test_batches_stay_within_max_docs_and_a_request_is_never_split():
         assert any(batch[i : i + len(texts)] == texts for batch in encoder.batches for i in range(len(batch)))
 
 
+def holding_encoder(release: asyncio.Event, holder: str):
+    """An encoder that answers every batch at once but the one that is exactly [holder]: that one returns only once
+    `release` is set, so it keeps the slot it took."""
+
+    async def encoder(texts, options=None, names=None):
+        if texts == [holder]:
+            await release.wait()
+        return vectors_of(texts)
+
+    return encoder
+
+
 def test_requests_waiting_longer_than_max_wait_leave_without_a_free_slot():
     """The first batch never returns until the second request has been answered: the second can only leave by the
     max_wait timer (without it this test times out), not because a slot came free."""
@@ -125,12 +137,7 @@ def test_requests_waiting_longer_than_max_wait_leave_without_a_free_slot():
 
     async def scenario():
         release = first_may_return()
-
-        async def encoder(texts, options=None, names=None):
-            if texts == ['first']:
-                await release.wait()
-            return vectors_of(texts)
-
+        encoder = holding_encoder(release, 'first')
         joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=50, max_batches_in_flight=1)
         first = asyncio.ensure_future(joiner.encode(['first']))
         await asyncio.sleep(0.01)  # the first batch is out, holding the only slot
@@ -389,12 +396,7 @@ def test_each_request_leaves_by_the_max_wait_timer_again_and_again_while_the_slo
 
     async def scenario():
         release = asyncio.Event()
-
-        async def encoder(texts, options=None, names=None):
-            if texts == ['holds the slot']:
-                await release.wait()
-            return vectors_of(texts)
-
+        encoder = holding_encoder(release, 'holds the slot')
         joiner = RequestCoalescer(encoder, max_docs=64, max_wait_ms=100, max_batches_in_flight=1)
         holder = asyncio.ensure_future(joiner.encode(['holds the slot']))
         await asyncio.sleep(0.01)
