@@ -37,7 +37,7 @@ def swarm_encoder(service: dict, replicas: int) -> dict:
         'command': service['command'],
         'environment': service['environment'],
         'volumes': service['volumes'],
-        'healthcheck': service['healthcheck'],
+        'healthcheck': swarm_healthcheck(service['healthcheck']),
         'stop_grace_period': service['stop_grace_period'],
         'deploy': {
             'replicas': f'${{REPLICAS:-{replicas}}}',
@@ -74,7 +74,7 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
         'secrets': [SECRET],
         'volumes': service['volumes'],
         'ports': [{'target': int(http_port), 'published': '${HTTP_PORT:-8080}', 'protocol': 'tcp', 'mode': 'host'}],
-        'healthcheck': service['healthcheck'],
+        'healthcheck': swarm_healthcheck(service['healthcheck']),
         'stop_grace_period': service['stop_grace_period'],
         'deploy': {
             'replicas': 1,
@@ -88,6 +88,13 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
         },
         'networks': service['networks'],
     }
+
+
+def swarm_healthcheck(healthcheck: dict) -> dict:
+    """The compose healthcheck with more patience: in a swarm an unhealthy task is killed, and during an update its
+    failure rolls the whole update back. A probe that a loaded node answers slowly (a rolling update under load on
+    busy cores was rolled back) must not count as a dead encoder: 8 s per probe, 5 misses in a row (25 s)."""
+    return {**healthcheck, 'test': [*healthcheck['test'], '8'], 'timeout': '10s', 'retries': 5}
 
 
 def swarm_resources(service: dict) -> dict:

@@ -67,7 +67,10 @@ while :; do
     if [ -n "$update_started" ] && [ "$update_started" -ge "$((deployed_at - 1))" ]; then
       case "$update_state" in  # this deploy's update, not one before it
         rollback_started|rollback_completed|paused|rollback_paused)
-          log "$name: the update failed and was rolled back: docker service ps --no-trunc $name says why"; exit 1 ;;
+          log "$name: the update failed and was rolled back ($update_state); its tasks that ended, and why:"
+          docker service ps --no-trunc --filter desired-state=shutdown "$name" \
+            --format '  {{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}' | head -10 >&2 || true
+          exit 1 ;;
       esac
     fi
   done < <(docker stack services "$stack" --format '{{.Name}} {{.Mode}} {{.Replicas}}')

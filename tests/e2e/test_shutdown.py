@@ -28,10 +28,12 @@ from jina import Client
 pytestmark = pytest.mark.e2e
 
 TEXT = 'a sentence long enough to keep the encoder busy for a while, about search and embeddings. '
-# What `docker compose stop` takes with nothing in flight: gateway ~0.8 s, then encoder ~1.5 s on these machines.
-# The bound allows several times that, for a machine kept busy by something else; a drain that waited out its budget
-# (DRAIN_TIMEOUT_S, 20 s) instead of the work, as it once did, is well above it.
-IDLE_STOP_ALLOWANCE_S = 8.0
+# The drain's budget in the stop test, and compose's grace before SIGKILL above it. A drain that waited out its budget
+# instead of the work (as it once did) makes the stop last at least DRAIN_BUDGET_S; one that ends with the work lasts
+# the work plus the containers' exits: ~2.3 s idle on these machines, 9.5 s seen on 2 cores with one kept busy by
+# another process. The bound between the two, half the budget, leaves room for a far busier machine than that.
+DRAIN_BUDGET_S = 120
+STOP_ALLOWANCE_S = DRAIN_BUDGET_S / 2
 
 
 @dataclass
@@ -201,7 +203,8 @@ def test_compose_stop_answers_every_request_in_flight_and_takes_as_long_as_the_w
     # About 1 s of encoding (460 texts of 40 words, OpenVINO on these 2 cores): well under the drain's 20 s budget,
     # also on a machine busy with other work.
     load = Load(grpc_requests=3, docs_per_grpc=100, http_requests=5, docs_per_http=32, words=40)
-    with own_stack('stop', filled_model_cache) as stack:
+    with own_stack('stop', filled_model_cache, DRAIN_TIMEOUT_S=str(DRAIN_BUDGET_S),
+                   STOP_GRACE_PERIOD=f'{DRAIN_BUDGET_S + 30}s') as stack:  # fmt: skip
         outcomes, started, stop_took, late = stop_under_load(stack, load, reference_model)
         work_after_stop = max(outcome.finished for outcome in outcomes.values()) - started
         print(
@@ -210,7 +213,7 @@ def test_compose_stop_answers_every_request_in_flight_and_takes_as_long_as_the_w
         )
         failed = {name: outcome.detail for name, outcome in outcomes.items() if not outcome.ok}
         assert not failed and len(outcomes) == len(load.names), failed
-        assert stop_took <= work_after_stop + IDLE_STOP_ALLOWANCE_S, (
+        assert stop_took <= work_after_stop + STOP_ALLOWANCE_S, (
             f'the stop took {stop_took:.1f} s for {work_after_stop:.1f} s of work in flight: the drain waits for more '
             'than the requests'
         )
