@@ -4,13 +4,17 @@ Jina's composite gateway serves one protocol per port. `EmbeddingGateway` is tha
 its HTTP server is `EmbeddingHTTPGateway`, which keeps Jina's routes (`/docs`, `/status`, ...) and adds
 
 - `POST /v1/embeddings` and `GET /v1/models`, in OpenAI's shapes (as TEI and Infinity serve them),
-- `GET /health` (liveness) and `GET /ready` (an encoder replica answers the gRPC health check: its model is loaded),
+- `GET /health` (liveness) and `GET /ready` (an encoder replica answers the gRPC health check: its model is loaded;
+  readiness.py keeps the answer),
 - one request path for `POST /encode` and `POST /v1/embeddings`, whatever their `parameters` or `header`: the guard
   (http_guard.py) bounds and reads the body, request_checks.py parses and checks it, long texts are cut to what the
   model reads (token_counting.py), and the coalescer (coalescer.py) joins the texts of concurrent requests into
   encoder requests. Every accepted doc comes back, in order, or the request fails as a whole saying why. Jina's own
   `/encode` route (which split a request into requests of 100 and answered with the first) is never reached,
-- the bounds on connections and on the time a client takes (http_protocol.py), and an optional API key.
+- the bounds on connections and on the time a client takes (http_protocol.py), an optional API key, JSON bodies only
+  and a Host allow-list on loopback (http_origin.py); Jina's /status and /dry_run are not served.
+
+Its gRPC port is Jina's, behind the same key and closed to the encoder's internal endpoint (grpc_guard.py).
 
 The gateway never runs the model: it reaches the encoder only through Jina's request schema (TextDoc in, TextDoc with
 `embedding` out). For `usage.prompt_tokens` and the cut it reads the model's tokenizer (tokenizer.json only, no torch)
@@ -19,6 +23,7 @@ from the same Hugging Face cache the encoder uses. Settings: settings.py.
 
 import asyncio
 import base64
+import hmac
 import json
 import os
 import uuid
@@ -35,7 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_guard import KeyAndEndpointGuard
 from http_guard import HTTPGuard, RequestsInFlight
 from http_protocol import BoundedH11Protocol
 from jina.enums import ProtocolType
@@ -43,9 +48,11 @@ from jina.excepts import InternalNetworkError
 from jina.parsers.helper import _get_gateway_class
 from jina.proto import jina_pb2
 from jina.serve.runtimes.gateway.gateway import BaseGateway
+from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
 from openai_shapes import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, native_error, openai_error
+from readiness import EncoderReadiness
 from request_checks import (
     EncodeRequest,
     OpenAIRequest,
@@ -62,6 +69,7 @@ from settings import (
     HTTP_BATCHES_IN_FLIGHT,
     INLINE_TEXT_CHARS,
     KEEP_ALIVE_TIMEOUT_S,
+    MAX_GRPC_MESSAGE_BYTES,
     MAX_HEADER_BYTES,
     MAX_INPUTS_PER_REQUEST,
     MAX_QUEUED_TEXTS,
@@ -74,6 +82,7 @@ ENCODE_ENDPOINT = '/encode'
 OPENAI_EMBEDDINGS = '/v1/embeddings'
 # The encoder's /encode without its dynamic-batching wait (executor.py): joined HTTP requests are batches already.
 UNBATCHED_ENDPOINT = '/encode_unbatched'
+CLOSED_ROUTES = (UNBATCHED_ENDPOINT, '/status', '/dry_run')
 
 
 class EmbeddingHTTPGateway(HTTPGateway):
@@ -101,8 +110,12 @@ class EmbeddingHTTPGateway(HTTPGateway):
             on_batch=self._register_metrics(),
             max_queued_texts=MAX_QUEUED_TEXTS,
         )
-        # The unbatched endpoint is for the coalescer, which validates first: not a public HTTP route.
-        app.router.routes = [route for route in app.router.routes if getattr(route, 'path', '') != UNBATCHED_ENDPOINT]
+        self._api_key = configured_api_key()
+        self._readiness = getattr(self, '_readiness', None) or EncoderReadiness(self._encoder_addresses())
+        # Not public HTTP routes: the unbatched endpoint is for the coalescer, which validates first; Jina's /status
+        # tells the platform, a MAC-derived id and the JINA_* environment (the topology), and /dry_run sends a
+        # request through the whole flow, for anyone who asks.
+        app.router.routes = [route for route in app.router.routes if getattr(route, 'path', '') not in CLOSED_ROUTES]
         self._add_routes(app)
         self._add_guards(app)
         return app
@@ -115,10 +128,15 @@ class EmbeddingHTTPGateway(HTTPGateway):
             return {'status': 'ok'}
 
         @app.get('/ready', tags=['health'], summary='Readiness: an encoder replica is up with its model loaded')
-        async def ready() -> JSONResponse:
-            serving, addresses = await self._encoders_serving()
-            status = 200 if serving else 503
-            return JSONResponse(status_code=status, content={'ready': bool(serving), 'encoders': addresses})
+        async def ready(request: Request) -> JSONResponse:
+            serving = await self._readiness.current()
+            up = sum(serving.values())
+            content = {'ready': up > 0, 'encoders': {'serving': up, 'total': len(serving)}}
+            # The encoders' internal addresses, only to a caller that holds the key (/ready is open to probes).
+            sent = request.headers.get('authorization', '')
+            if self._api_key and hmac.compare_digest(sent.encode(), f'Bearer {self._api_key}'.encode()):
+                content['addresses'] = serving
+            return JSONResponse(status_code=200 if content['ready'] else 503, content=content)
 
         @app.get('/v1/models', tags=['openai'], summary='The served model, in OpenAI list shape')
         async def models() -> dict:
@@ -270,20 +288,6 @@ class EmbeddingHTTPGateway(HTTPGateway):
     def _encoder_addresses(self) -> list[str]:
         return [address for replicas in deployment_addresses(self.runtime_args).values() for address in replicas]
 
-    async def _encoders_serving(self):
-        flat = self._encoder_addresses()
-        serving = []
-        for address in flat:
-            target = address.split('://')[-1]
-            try:
-                async with grpc.aio.insecure_channel(target) as channel:
-                    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    serving.append(address)
-            except grpc.RpcError:
-                pass
-        return serving, {address: address in serving for address in flat}
-
     def _executor_names(self) -> tuple[str, ...]:
         """The names a `header.targetExecutor` may select (the flow's deployments), read once."""
         if getattr(self, '_names_of_executors', None) is None:
@@ -334,11 +338,29 @@ def encode_vector(vector, encoding_format: str):
     return values  # orjson writes each float32 in its shortest exact form
 
 
+# ---------------------------------------------------------------- the gRPC port
+
+
+class EmbeddingGRPCGateway(GRPCGateway):
+    """Jina's gRPC gateway behind the API key, closed to /encode_unbatched (grpc_guard.py), its messages bounded."""
+
+    def __init__(self, **kwargs):
+        options = dict(kwargs.pop('grpc_server_options', None) or {})
+        # Jina's default is unlimited (-1) both ways: a client could make the gateway hold any message it sends.
+        options.setdefault('grpc.max_receive_message_length', MAX_GRPC_MESSAGE_BYTES)
+        super().__init__(grpc_server_options=options, **kwargs)
+
+    def aio_tracing_server_interceptors(self):
+        """Jina builds its grpc.aio server with these interceptors (its tracing one, when tracing is on)."""
+        guard = KeyAndEndpointGuard(configured_api_key(), internal_endpoints=(UNBATCHED_ENDPOINT,))
+        return [*(super().aio_tracing_server_interceptors() or []), guard]
+
+
 # ---------------------------------------------------------------- the composite gateway Jina loads
 
 
 class EmbeddingGateway(CompositeBaseServer, BaseGateway):
-    """Jina's CompositeGateway, with EmbeddingHTTPGateway serving the HTTP port."""
+    """Jina's CompositeGateway, with EmbeddingHTTPGateway on the HTTP port and EmbeddingGRPCGateway on the gRPC one."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -347,6 +369,8 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
             protocol = server_kwargs['runtime_args']['protocol']
             if protocol == ProtocolType.HTTP:
                 server_class = EmbeddingHTTPGateway
+            elif protocol == ProtocolType.GRPC:
+                server_class = EmbeddingGRPCGateway
             else:
                 server_class = _get_gateway_class(protocol, works_as_load_balancer=self.works_as_load_balancer)
             server = server_class(**server_kwargs)

@@ -1,9 +1,10 @@
 """The HTTP gateway's front door: every request passes here before any route.
 
-In order: draining (503), the head's size (431), the API key (401), the declared body size (413), the embedding
-requests at once (429); then the body is read, bounded in size (413), time (408) and, all requests together, in
-memory (503). POST /encode and POST /v1/embeddings are answered here, whole, by the gateway's one request path
-(`answer_embedding_request`): they never reach Jina's or FastAPI's route, which stay for /docs.
+In order: draining (503), the head's size (431), the Host (400, http_origin.py), the API key (401), a body declared
+JSON (415, http_origin.py), the declared body size (413), the embedding requests at once (429); then the body is
+read, bounded in size (413), time (408) and, all requests together, in memory (503). POST /encode and
+POST /v1/embeddings are answered here, whole, by the gateway's one request path (`answer_embedding_request`): they
+never reach Jina's or FastAPI's route, which stay for /docs.
 
 A plain ASGI middleware, not Starlette's BaseHTTPMiddleware: that one runs each request in a task group with memory
 streams, which cost more CPU per one-text request than joining it into a batch saves (py-spy).
@@ -14,19 +15,24 @@ from __future__ import annotations
 import asyncio
 import hmac
 
+from http_origin import allowed_hosts, declared_json, host_name
 from openai_shapes import error_for, openai_error
 from settings import (
+    ALLOWED_HOSTS,
     BODY_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
     MAX_BODY_BYTES,
     MAX_BODY_BYTES_IN_FLIGHT,
     MAX_CONCURRENT_REQUESTS,
     MAX_HEADER_BYTES,
+    PUBLISHED_ON,
     RETRY_AFTER_S,
 )
 
 EMBEDDING_ROUTES = ('/encode', '/v1/embeddings')
-OPEN_PATHS = {'/', '/health', '/ready'}  # probes stay open when API_KEY is set
+OPEN_PATHS = {'/', '/health', '/ready'}  # probes stay open when API_KEY is set, and under any Host
+# RFC 6750: a 401 says which scheme it wants.
+UNAUTHORIZED = {'WWW-Authenticate': 'Bearer'}
 RETRY = {'Retry-After': str(RETRY_AFTER_S)}
 # A reply sent before the body was read to its end closes the connection: h11 would otherwise go on reading (and
 # throwing away) whatever the client sends, a declared 10 GB or a trickle, with no timer running.
@@ -97,6 +103,7 @@ class HTTPGuard:
         self.in_flight: RequestsInFlight = gateway.in_flight
         self.budget = BodyBudget(MAX_BODY_BYTES_IN_FLIGHT)
         self.expected_authorization = f'Bearer {api_key}'.encode() if api_key else None
+        self.hosts = allowed_hosts(ALLOWED_HOSTS, api_key, PUBLISHED_ON)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope['type'] != 'http':
@@ -160,10 +167,22 @@ class HTTPGuard:
             return error_for(path, 431, f'the request head is {head_size} bytes, over the limit of {MAX_HEADER_BYTES} '
                              '(MAX_HEADER_BYTES): send fewer or shorter headers', CLOSE)  # fmt: skip
         headers = dict(scope['headers'])  # lower-case byte names, as ASGI gives them
+        if self.hosts is not None and path not in OPEN_PATHS and b'host' in headers:
+            host = host_name(headers[b'host'])
+            if host not in self.hosts:
+                return error_for(path, 400, f'Host `{host[:100]}` is not served here: call the gateway as one of '
+                                 f'{", ".join(sorted(self.hosts))}, or set ALLOWED_HOSTS (or an API_KEY)',
+                                 CLOSE)  # fmt: skip
         if self.expected_authorization and path not in OPEN_PATHS:
             if not hmac.compare_digest(headers.get(b'authorization', b''), self.expected_authorization):
                 return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`',
-                                    headers=CLOSE)  # fmt: skip
+                                    headers={**UNAUTHORIZED, **CLOSE})  # fmt: skip
+        if scope['method'] in ('POST', 'PUT', 'PATCH') and _has_body(scope):
+            content_type = headers.get(b'content-type')
+            if not declared_json(content_type):
+                declared = content_type.decode('latin-1')[:100] if content_type else 'none'
+                return error_for(path, 415, f'the body must be JSON: send `Content-Type: application/json` '
+                                 f'(declared: {declared})', CLOSE)  # fmt: skip
         declared = headers.get(b'content-length', b'')
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return error_for(path, 413, body_too_large_message(int(declared)), CLOSE)

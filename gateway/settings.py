@@ -21,6 +21,8 @@ MAX_TOKENS_PER_INPUT = _int('MAX_TOKENS_PER_INPUT', 256)
 MAX_INPUTS_PER_REQUEST = _int('MAX_INPUTS_PER_REQUEST', 2048)
 # 8 MiB: 2,048 texts of ~4 KB. TEI's default is 2 MB; OpenAI takes 2,048 x 8k tokens (~64 MB) but not on 2 cores.
 MAX_BODY_BYTES = _int('MAX_BODY_BYTES', 8 * 1024 * 1024)
+# One gRPC message to the gateway (a request of Jina's Client: `request_size` docs, 100 by default), as HTTP's body.
+MAX_GRPC_MESSAGE_BYTES = _int('MAX_GRPC_MESSAGE_BYTES', MAX_BODY_BYTES)
 # A request's head (request line + headers); past it: 431. uvicorn's h11 default for an incomplete head, also used
 # for a head that arrives whole (h11 parses that at any size).
 MAX_HEADER_BYTES = _int('MAX_HEADER_BYTES', 16 * 1024)
@@ -45,6 +47,11 @@ HEADER_TIMEOUT_S = _float('HEADER_TIMEOUT_S', 5)
 BODY_TIMEOUT_S = _float('BODY_TIMEOUT_S', 30)
 # An idle keep-alive connection between requests (uvicorn's default).
 KEEP_ALIVE_TIMEOUT_S = _float('KEEP_ALIVE_TIMEOUT_S', 5)
+
+# ---- who may call (http_origin.py): the Host names answered ('*': any). Unset: the loopback names and the
+# container's own, while there is no API_KEY and PUBLISHED_ON (compose's BIND_ADDRESS) is a loopback address.
+ALLOWED_HOSTS = os.environ.get('ALLOWED_HOSTS', '')
+PUBLISHED_ON = os.environ.get('PUBLISHED_ON', '127.0.0.1')
 
 # How long shutdown waits for requests in flight to finish. Keep it under compose's stop_grace_period (30 s), after
 # which Docker SIGKILLs the container.

@@ -245,7 +245,12 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             # The served model's name (GET /v1/models) and its tokenizer (usage counts) must match the encoder's.
             f'ENCODER_MODEL=${{ENCODER_MODEL:-{model}}}',
             'API_KEY=${API_KEY:-}',
+            # Without a key and on loopback, only requests to the loopback names are answered (DNS rebinding: a web
+            # page's own name made to resolve to 127.0.0.1); ALLOWED_HOSTS names others (gateway/http_origin.py).
+            'PUBLISHED_ON=${BIND_ADDRESS:-127.0.0.1}',
+            'ALLOWED_HOSTS=${ALLOWED_HOSTS:-}',
             'MAX_BODY_BYTES=${MAX_BODY_BYTES:-8388608}',
+            'MAX_GRPC_MESSAGE_BYTES=${MAX_GRPC_MESSAGE_BYTES:-8388608}',
             'MAX_INPUTS_PER_REQUEST=${MAX_INPUTS_PER_REQUEST:-2048}',
             # Bounds on what clients control (gateway/settings.py; docs/reliability.md has why each default).
             'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',

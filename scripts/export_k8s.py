@@ -6,7 +6,11 @@ This script then fixes and completes them for production:
 - probes that cost milliseconds (the images' healthcheck.py, HTTP /ready and /health) instead of `jina ping`;
 - the model cache as a PersistentVolumeClaim per encoder replica (the Kubernetes counterpart of the `~/.cache`
   bind mount: weights download once per claim; the exporter writes the compose-style volume string as a mountPath);
-- resource requests and limits, a non-root securityContext, a termination grace period above the gateway's drain;
+- resource requests and limits, a termination grace period above the gateway's drain, and the lock-down of
+  compose.yml: non-root, a read-only root with an emptyDir /tmp as HOME, no capabilities, no service-account token;
+- the API key from a Secret the operator creates (never in the repository), mounted as a file the gateway reads
+  (API_KEY_FILE): the gateway does not start without it, so neither port of the Service serves data to anyone;
+- a NetworkPolicy: the encoder's gRPC port takes requests from the gateway's pods only (its metrics port from any);
 - `updateStrategy` instead of the Deployment-only `strategy` the exporter puts on StatefulSets (the API rejects it);
 - no ServiceMonitor: it needs the Prometheus operator's CRD, without which `kubectl apply` fails (docs/scaling.md);
 - a Namespace, a kustomization (`kubectl apply -k k8s/`) and a GPU overlay (`kubectl apply -k k8s/gpu/`), which
@@ -37,7 +41,26 @@ POD_SECURITY = {
     'fsGroup': 1000,  # the model cache claim becomes writable by that user
     'seccompProfile': {'type': 'RuntimeDefault'},
 }
-CONTAINER_SECURITY = {'allowPrivilegeEscalation': False, 'capabilities': {'drop': ['ALL']}}
+CONTAINER_SECURITY = {
+    'allowPrivilegeEscalation': False,
+    'capabilities': {'drop': ['ALL']},
+    'readOnlyRootFilesystem': True,
+}
+# The one writable place besides the model cache: /tmp, also HOME (jina writes ~/.jina and ~/.cache/jina at start).
+TMP_VOLUME = {'name': 'tmp', 'emptyDir': {'sizeLimit': '256Mi'}}
+TMP_MOUNT = {'name': 'tmp', 'mountPath': '/tmp'}
+# `kubectl -n sentence-encoder create secret generic sentence-encoder-api-key --from-literal=api_key=...` (README).
+API_KEY_SECRET = 'sentence-encoder-api-key'
+SECRETS_DIR = '/run/secrets'
+
+
+def locked_down(pod: dict) -> dict:
+    pod['securityContext'] = POD_SECURITY
+    pod['automountServiceAccountToken'] = False  # neither container talks to the Kubernetes API
+    pod['terminationGracePeriodSeconds'] = DRAIN_GRACE_SECONDS
+    pod['volumes'] = [*pod.get('volumes', []), TMP_VOLUME]
+    pod['containers'][0]['securityContext'] = CONTAINER_SECURITY
+    return pod
 
 
 def jina_k8s_export(flow: dict) -> dict[str, list[dict]]:
@@ -54,9 +77,7 @@ def encoder_statefulset(statefulset: dict) -> dict:
     spec = statefulset['spec']
     spec.pop('strategy', None)
     spec['updateStrategy'] = {'type': 'RollingUpdate'}
-    pod = spec['template']['spec']
-    pod['securityContext'] = POD_SECURITY
-    pod['terminationGracePeriodSeconds'] = DRAIN_GRACE_SECONDS
+    pod = locked_down(spec['template']['spec'])
     container = pod['containers'][0]
     port = str(container['ports'][0]['containerPort'])
     probe = {'exec': {'command': ['python3', '/app/healthcheck.py', port]}, 'timeoutSeconds': 5}
@@ -64,8 +85,7 @@ def encoder_statefulset(statefulset: dict) -> dict:
     container['readinessProbe'] = {**probe, 'periodSeconds': 5, 'failureThreshold': 2}
     container['livenessProbe'] = {**probe, 'periodSeconds': 10, 'failureThreshold': 3}
     container['resources'] = {'requests': {'cpu': '1', 'memory': '1Gi'}, 'limits': {'memory': '4Gi'}}
-    container['securityContext'] = CONTAINER_SECURITY
-    container['volumeMounts'] = [{'name': 'model-cache', 'mountPath': '/home/encoder/.cache/huggingface'}]
+    container['volumeMounts'] = [{'name': 'model-cache', 'mountPath': '/home/encoder/.cache/huggingface'}, TMP_MOUNT]
     spec['volumeClaimTemplates'] = [
         {
             'metadata': {'name': 'model-cache'},
@@ -77,10 +97,10 @@ def encoder_statefulset(statefulset: dict) -> dict:
 
 
 def gateway_deployment(deployment: dict) -> dict:
-    pod = deployment['spec']['template']['spec']
-    pod['securityContext'] = POD_SECURITY
-    pod['terminationGracePeriodSeconds'] = DRAIN_GRACE_SECONDS
+    pod = locked_down(deployment['spec']['template']['spec'])
+    pod['volumes'].append({'name': 'api-key', 'secret': {'secretName': API_KEY_SECRET, 'defaultMode': 0o440}})
     container = pod['containers'][0]
+    container['volumeMounts'] = [TMP_MOUNT, {'name': 'api-key', 'mountPath': SECRETS_DIR, 'readOnly': True}]
     args = container['args']
     ports = args[args.index('--port') + 1 : args.index('--port') + 3]
     protocols = args[args.index('--protocol') + 1 : args.index('--protocol') + 3]
@@ -90,8 +110,27 @@ def gateway_deployment(deployment: dict) -> dict:
     container['readinessProbe'] = {'httpGet': {'path': '/ready', 'port': http_port}, 'periodSeconds': 5}
     container['livenessProbe'] = {'httpGet': {'path': '/health', 'port': http_port}, 'periodSeconds': 10}
     container['resources'] = {'requests': {'cpu': '250m', 'memory': '256Mi'}, 'limits': {'memory': '1Gi'}}
-    container['securityContext'] = CONTAINER_SECURITY
     return deployment
+
+
+def encoder_network_policy(statefulset: dict) -> dict:
+    """Requests reach the encoder from the gateway's pods only; its metrics port stays open to scrapers."""
+    container = statefulset['spec']['template']['spec']['containers'][0]
+    args = container['args']
+    metrics_port = int(args[args.index('--port-monitoring') + 1]) if '--port-monitoring' in args else None
+    ingress = [{'from': [{'podSelector': {'matchLabels': {'app': 'gateway'}}}]}]
+    if metrics_port:
+        ingress.append({'ports': [{'port': metrics_port, 'protocol': 'TCP'}]})
+    return {
+        'apiVersion': 'networking.k8s.io/v1',
+        'kind': 'NetworkPolicy',
+        'metadata': {'name': 'encoder-from-gateway-only', 'namespace': NAMESPACE},
+        'spec': {
+            'podSelector': {'matchLabels': {'app': 'encoder'}},
+            'policyTypes': ['Ingress'],
+            'ingress': ingress,
+        },
+    }
 
 
 def configmap(document: dict, deployment: str) -> dict:
@@ -100,9 +139,11 @@ def configmap(document: dict, deployment: str) -> dict:
         # model into its claim, later starts find it there (set '1' for air-gapped clusters with a pre-filled claim).
         document['data']['HF_HUB_OFFLINE'] = '0'
     else:
+        document['data']['API_KEY_FILE'] = f'{SECRETS_DIR}/api_key'
         document['data']['DRAIN_TIMEOUT_S'] = '20'
         # The gateway's joining of concurrent HTTP requests (gateway/coalescer.py), as compose.yml sets it.
         document['data'].update(HTTP_BATCH_MAX_DOCS='64', HTTP_BATCH_WAIT_MS='20', HTTP_BATCHES_IN_FLIGHT='1')
+    document['data'].update(HOME='/tmp', JINA_OPTOUT_TELEMETRY='1')
     return document
 
 
@@ -114,6 +155,7 @@ def completed(documents: list[dict], deployment: str) -> list[dict]:
             continue
         if kind == 'StatefulSet':
             document = encoder_statefulset(document)
+            out.append(encoder_network_policy(document))
         elif kind == 'Deployment':
             document = gateway_deployment(document)
         elif kind == 'ConfigMap':

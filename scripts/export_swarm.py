@@ -11,7 +11,7 @@ values) and changes what a swarm needs and compose does not:
   (gateway/discovery.py), noticing tasks that come and go;
 - the gateway runs on a manager node with its HTTP port published in host mode there. Swarm cannot publish on
   127.0.0.1 only, so the port is reachable from the network: the API key is required, read from a swarm secret
-  (API_KEY_FILE), never an environment value; the gRPC port, which has no API key, is not published (clients inside
+  (API_KEY_FILE), never an environment value; the gRPC port, behind the same key, is not published (clients inside
   the swarm reach gateway:50051 on the attachable overlay network). Metrics ports are not published either.
 
     python scripts/export_swarm.py           # write swarm.yml
@@ -61,7 +61,8 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
     discovery = f'tasks.{deployment}:{encoder_port}'
     command[at] = json.dumps({deployment: [discovery]})
     http_port = command[command.index('--port') + 2]
-    environment = [line for line in service['environment'] if not line.startswith('API_KEY=')]
+    # The key comes from a secret; the HTTP port is published on every interface of the node (host mode).
+    environment = [line for line in service['environment'] if not line.startswith(('API_KEY=', 'PUBLISHED_ON='))]
     return {
         'image': service['image'],
         'entrypoint': service['entrypoint'],
@@ -69,6 +70,7 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
         'environment': [
             *environment,
             f'API_KEY_FILE=/run/secrets/{SECRET}',
+            'PUBLISHED_ON=0.0.0.0',
             f'ENCODER_DISCOVERY={discovery}',  # the encoder's tasks, found by DNS (gateway/discovery.py)
         ],
         'secrets': [SECRET],

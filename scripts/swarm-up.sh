@@ -14,6 +14,13 @@ secret=${API_KEY_SECRET:-sentence_encoder_api_key}
 timeout=${WAIT_TIMEOUT:-300}
 log() { printf '[swarm-up] %s\n' "$*" >&2; }
 
+# The key guards a port open to the network: a short or placeholder one is refused before anything changes.
+MIN_KEY_LENGTH=16
+if [ -n "${API_KEY:-}" ] && [ "${#API_KEY}" -lt "$MIN_KEY_LENGTH" ]; then
+  log "API_KEY has ${#API_KEY} characters: use at least $MIN_KEY_LENGTH, e.g. API_KEY=\$(openssl rand -hex 32)"
+  exit 1
+fi
+
 in_swarm=0; [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] && in_swarm=1
 have_secret=0; [ "$in_swarm" = 1 ] && docker secret inspect "$secret" >/dev/null 2>&1 && have_secret=1
 # Refuse before changing anything.

@@ -75,9 +75,51 @@ def test_models_health_ready_and_docs(api):
     assert models['data'][0]['id'] == 'sentence-transformers/all-MiniLM-L6-v2'
     assert requests.get(f'{api}/health', timeout=10).json() == {'status': 'ok'}
     ready = requests.get(f'{api}/ready', timeout=10)
-    assert ready.status_code == 200 and ready.json()['ready'] is True
+    # Counts only: the encoders' addresses go to callers with the key (there is none here).
+    assert ready.status_code == 200 and ready.json() == {'ready': True, 'encoders': {'serving': 1, 'total': 1}}
     paths = requests.get(f'{api}/openapi.json', timeout=10).json()['paths']
     assert {'/encode', '/v1/embeddings', '/v1/models', '/health', '/ready'} <= set(paths)
+    # Jina's debug routes leak the environment and run a request through the flow: not served.
+    assert not {'/status', '/dry_run', '/encode_unbatched'} & set(paths)
+    for path in ('/status', '/dry_run'):
+        assert requests.get(f'{api}{path}', timeout=10).status_code == 404, path
+
+
+@pytest.mark.parametrize('path', ['/v1/embeddings', '/encode'])
+@pytest.mark.parametrize(
+    'content_type',
+    [None, 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx'],
+)
+def test_a_body_not_declared_json_is_a_415_naming_the_header(api, path, content_type):
+    """What a web page can post cross-site without a preflight (text/plain, form, multipart, or no type): refused
+    before the body is read, whatever it holds."""
+    body = b'{"input": "x", "data": [{"text": "x"}]}'
+    headers = {'Content-Type': content_type} if content_type else {}
+    reply = requests.post(f'{api}{path}', data=body, headers=headers, timeout=10)
+    assert reply.status_code == 415, (reply.status_code, reply.text)
+    message = reply.json()['error']['message'] if path.startswith('/v1') else reply.json()['detail']
+    declared = content_type or 'none'
+    assert message == f'the body must be JSON: send `Content-Type: application/json` (declared: {declared})'
+
+
+@pytest.mark.parametrize('content_type', ['application/json; charset=utf-8', 'Application/JSON', 'application/x+json'])
+def test_json_media_types_with_parameters_or_a_suffix_are_read(api, content_type):
+    reply = requests.post(f'{api}/v1/embeddings', data=b'{"input": "x"}', headers={'Content-Type': content_type},
+                          timeout=30)  # fmt: skip
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize('host', ['evil.example', 'evil.example:8080', '127.0.0.2', 'localhost.evil.example'])
+def test_without_a_key_only_the_loopback_names_are_served(api, host):
+    """DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its own name as Host."""
+    for method, path, body in (('POST', '/v1/embeddings', {'input': 'x'}), ('GET', '/v1/models', None)):
+        reply = requests.request(method, f'{api}{path}', json=body, headers={'Host': host}, timeout=10)
+        assert reply.status_code == 400, (path, reply.status_code, reply.text)
+        assert f'Host `{host.split(":")[0]}` is not served here' in reply.json()['error']['message']
+    assert requests.get(f'{api}/health', headers={'Host': host}, timeout=10).status_code == 200  # probes stay open
+    for allowed in ('localhost', 'LOCALHOST:1234', '127.0.0.1', '[::1]:80', 'gateway'):
+        reply = requests.get(f'{api}/v1/models', headers={'Host': allowed}, timeout=10)
+        assert reply.status_code == 200, (allowed, reply.text)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +151,7 @@ def test_malformed_json_and_wrong_content_type_are_4xx(api):
     assert broken.status_code == 400 and 'not valid JSON' in broken.json()['error']['message']
     for path in ('/v1/embeddings', '/encode'):
         form = requests.post(f'{api}{path}', data='input=hello', timeout=10)
-        assert 400 <= form.status_code < 500, (path, form.status_code)
+        assert form.status_code == 415, (path, form.status_code)
     native = requests.post(f'{api}/encode', data='{"data": [', headers={'Content-Type': 'application/json'}, timeout=30)
     assert native.status_code == 422
 
@@ -132,7 +174,14 @@ def test_the_api_key_guards_every_route_but_the_probes(api_with_key):
     api = api_with_key
     for path in ('/health', '/ready', '/'):
         assert requests.get(f'{api}{path}', timeout=10).status_code == 200, path
-    assert requests.get(f'{api}/v1/models', timeout=10).status_code == 401
+    refused = requests.get(f'{api}/v1/models', timeout=10)
+    assert refused.status_code == 401 and refused.headers['WWW-Authenticate'] == 'Bearer'
+    # A key set: any Host is answered (a page cannot send the key), and /ready names the encoders to the key only.
+    assert requests.get(f'{api}/v1/models', headers={'Host': 'anything.example', 'Authorization': f'Bearer {API_KEY}'},
+                        timeout=10).status_code == 200  # fmt: skip
+    assert 'addresses' not in requests.get(f'{api}/ready', timeout=10).json()
+    addresses = requests.get(f'{api}/ready', headers={'Authorization': f'Bearer {API_KEY}'}, timeout=10).json()
+    assert list(addresses['addresses'].values()) == [True], addresses
     assert requests.post(f'{api}/encode', json={'data': [{'text': 'x'}]}, timeout=10).status_code == 401
     wrong = requests.post(
         f'{api}/v1/embeddings', json={'input': 'x'}, headers={'Authorization': 'Bearer nope'}, timeout=10
@@ -150,7 +199,8 @@ def test_configured_limits_answer_413_and_400_naming_the_limit(api_with_key):
     too_big = requests.post(f'{api_with_key}/v1/embeddings', json={'input': 'x' * 3000}, headers=headers, timeout=10)
     assert too_big.status_code == 413 and 'MAX_BODY_BYTES' in too_big.json()['error']['message']
     chunked = (part.encode() for part in ('{"input": "', 'x' * 3000, '"}'))  # no Content-Length to refuse up front
-    too_big = requests.post(f'{api_with_key}/v1/embeddings', data=chunked, headers=headers, timeout=10)
+    too_big = requests.post(f'{api_with_key}/v1/embeddings', data=chunked,
+                            headers={**headers, 'Content-Type': 'application/json'}, timeout=10)  # fmt: skip
     assert too_big.status_code == 413 and 'MAX_BODY_BYTES' in too_big.json()['error']['message']
     too_many = requests.post(f'{api_with_key}/v1/embeddings', json={'input': ['a'] * 5}, headers=headers, timeout=10)
     assert too_many.status_code == 400 and 'limit of 4' in too_many.json()['error']['message']

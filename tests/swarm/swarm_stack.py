@@ -13,7 +13,7 @@ from cluster import Cluster
 from helpers import REPO
 
 STACK = 'sentence-encoder'
-API_KEY = 'swarm-test-key'
+API_KEY = 'swarm-test-key-not-a-secret'
 TEXTS = ['a swarm of engines', 'one node fewer', 'rolling, one task at a time']
 
 

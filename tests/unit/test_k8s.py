@@ -43,7 +43,7 @@ def test_every_manifest_validates_strictly(document):
 
 
 def test_no_resource_needs_a_crd():
-    assert {doc['apiVersion'] for doc in base_documents()} <= {'v1', 'apps/v1'}
+    assert {doc['apiVersion'] for doc in base_documents()} <= {'v1', 'apps/v1', 'networking.k8s.io/v1'}
 
 
 def test_pods_run_as_non_root_with_probes_and_limits():
@@ -58,11 +58,56 @@ def test_pods_run_as_non_root_with_probes_and_limits():
         assert container['resources']['requests'] and container['resources']['limits']['memory']
 
 
+def test_pods_are_locked_down_as_in_compose():
+    """Read-only root with one writable emptyDir at /tmp (HOME), no capabilities, no service-account token."""
+    for workload in (kind('StatefulSet'), kind('Deployment')):
+        pod = workload['spec']['template']['spec']
+        (container,) = pod['containers']
+        assert pod['automountServiceAccountToken'] is False
+        assert container['securityContext'] == {
+            'allowPrivilegeEscalation': False,
+            'capabilities': {'drop': ['ALL']},
+            'readOnlyRootFilesystem': True,
+        }
+        assert {'name': 'tmp', 'mountPath': '/tmp'} in container['volumeMounts']
+        assert {'name': 'tmp', 'emptyDir': {'sizeLimit': '256Mi'}} in pod['volumes']
+    for configmap in (doc for doc in base_documents() if doc['kind'] == 'ConfigMap'):
+        assert configmap['data']['HOME'] == '/tmp' and configmap['data']['JINA_OPTOUT_TELEMETRY'] == '1'
+
+
+def test_the_gateway_reads_its_api_key_from_a_secret_file_and_none_is_committed():
+    pod = kind('Deployment')['spec']['template']['spec']
+    (container,) = pod['containers']
+    secret = next(volume for volume in pod['volumes'] if volume['name'] == 'api-key')['secret']
+    assert secret['secretName'] == 'sentence-encoder-api-key' and not secret.get('optional')
+    assert {'name': 'api-key', 'mountPath': '/run/secrets', 'readOnly': True} in container['volumeMounts']
+    gateway_config = next(
+        d for d in base_documents() if d['kind'] == 'ConfigMap' and d['metadata']['name'] == 'gateway-configmap'
+    )
+    assert gateway_config['data']['API_KEY_FILE'] == '/run/secrets/api_key'
+    assert 'API_KEY' not in gateway_config['data']
+    assert all(doc['kind'] != 'Secret' for doc in base_documents()), 'the operator creates the key (README)'
+
+
+def test_only_the_gateway_reaches_the_encoders_grpc_port():
+    policy = kind('NetworkPolicy')
+    assert policy['spec']['podSelector'] == {'matchLabels': {'app': 'encoder'}}
+    assert policy['spec']['policyTypes'] == ['Ingress']
+    from_gateway, metrics = policy['spec']['ingress']
+    assert from_gateway == {'from': [{'podSelector': {'matchLabels': {'app': 'gateway'}}}]}
+    args = kind('StatefulSet')['spec']['template']['spec']['containers'][0]['args']
+    metrics_port = int(args[args.index('--port-monitoring') + 1])
+    assert metrics == {'ports': [{'port': metrics_port, 'protocol': 'TCP'}]}
+    assert metrics_port != int(args[args.index('--port') + 1]), 'the gRPC port is not the metrics port'
+    assert kind('StatefulSet')['spec']['template']['metadata']['labels']['app'] == 'encoder'
+    assert kind('Deployment')['spec']['template']['metadata']['labels']['app'] == 'gateway'
+
+
 def test_the_model_cache_is_a_claim_mounted_where_the_encoder_reads_it():
     statefulset = kind('StatefulSet')
     (claim,) = statefulset['spec']['volumeClaimTemplates']
-    (mount,) = statefulset['spec']['template']['spec']['containers'][0]['volumeMounts']
-    assert mount == {'name': claim['metadata']['name'], 'mountPath': '/home/encoder/.cache/huggingface'}
+    mounts = statefulset['spec']['template']['spec']['containers'][0]['volumeMounts']
+    assert {'name': claim['metadata']['name'], 'mountPath': '/home/encoder/.cache/huggingface'} in mounts
 
 
 def merged(base: dict, patch: dict) -> dict:
