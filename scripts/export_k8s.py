@@ -10,7 +10,8 @@ This script then fixes and completes them for production:
   compose.yml: non-root, a read-only root with an emptyDir /tmp as HOME, no capabilities, no service-account token;
 - the API key from a Secret the operator creates (never in the repository), mounted as a file the gateway reads
   (API_KEY_FILE): the gateway does not start without it, so neither port of the Service serves data to anyone;
-- a NetworkPolicy: the encoder's gRPC port takes requests from the gateway's pods only (its metrics port from any);
+- NetworkPolicies: the encoder's gRPC port takes requests from the gateway's pods only (its metrics port from any),
+  and of the gateway's ports only HTTP takes traffic from outside the namespace;
 - `updateStrategy` instead of the Deployment-only `strategy` the exporter puts on StatefulSets (the API rejects it);
 - no ServiceMonitor: it needs the Prometheus operator's CRD, without which `kubectl apply` fails (docs/scaling.md);
 - a Namespace, a kustomization (`kubectl apply -k k8s/`) and a GPU overlay (`kubectl apply -k k8s/gpu/`), which
@@ -133,6 +134,24 @@ def encoder_network_policy(statefulset: dict) -> dict:
     }
 
 
+def gateway_network_policy(deployment: dict) -> dict:
+    """From outside the namespace, the gateway's HTTP port only; its gRPC and metrics ports from inside it."""
+    args = deployment['spec']['template']['spec']['containers'][0]['args']
+    ports = args[args.index('--port') + 1 : args.index('--port') + 3]
+    protocols = args[args.index('--protocol') + 1 : args.index('--protocol') + 3]
+    http_port = int(ports[protocols.index('HTTP')])
+    return {
+        'apiVersion': 'networking.k8s.io/v1',
+        'kind': 'NetworkPolicy',
+        'metadata': {'name': 'gateway-http-from-anywhere', 'namespace': NAMESPACE},
+        'spec': {
+            'podSelector': {'matchLabels': {'app': 'gateway'}},
+            'policyTypes': ['Ingress'],
+            'ingress': [{'ports': [{'port': http_port, 'protocol': 'TCP'}]}, {'from': [{'podSelector': {}}]}],
+        },
+    }
+
+
 def configmap(document: dict, deployment: str) -> dict:
     if deployment == 'encoder':
         # The claim starts empty and clusters usually reach the hub: the first start of a replica downloads the
@@ -158,6 +177,7 @@ def completed(documents: list[dict], deployment: str) -> list[dict]:
             out.append(encoder_network_policy(document))
         elif kind == 'Deployment':
             document = gateway_deployment(document)
+            out.append(gateway_network_policy(document))
         elif kind == 'ConfigMap':
             document = configmap(document, deployment)
         out.append(document)

@@ -15,7 +15,7 @@ timeout=${WAIT_TIMEOUT:-300}
 log() { printf '[swarm-up] %s\n' "$*" >&2; }
 
 # The key guards a port open to the network: a short or placeholder one is refused before anything changes.
-MIN_KEY_LENGTH=16
+MIN_KEY_LENGTH=32
 if [ -n "${API_KEY:-}" ] && [ "${#API_KEY}" -lt "$MIN_KEY_LENGTH" ]; then
   log "API_KEY has ${#API_KEY} characters: use at least $MIN_KEY_LENGTH, e.g. API_KEY=\$(openssl rand -hex 32)"
   exit 1

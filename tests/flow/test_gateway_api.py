@@ -77,6 +77,9 @@ def test_models_health_ready_and_docs(api):
     ready = requests.get(f'{api}/ready', timeout=10)
     # Counts only: the encoders' addresses go to callers with the key (there is none here).
     assert ready.status_code == 200 and ready.json() == {'ready': True, 'encoders': {'serving': 1, 'total': 1}}
+    with ThreadPoolExecutor(max_workers=25) as pool:  # answered from the background check's state
+        replies = list(pool.map(lambda _: requests.get(f'{api}/ready', timeout=30), range(100)))
+    assert {(reply.status_code, reply.text) for reply in replies} == {(200, ready.text)}
     paths = requests.get(f'{api}/openapi.json', timeout=10).json()['paths']
     assert {'/encode', '/v1/embeddings', '/v1/models', '/health', '/ready'} <= set(paths)
     # Jina's debug routes leak the environment and run a request through the flow: not served.

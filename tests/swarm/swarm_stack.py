@@ -13,7 +13,7 @@ from cluster import Cluster
 from helpers import REPO
 
 STACK = 'sentence-encoder'
-API_KEY = 'swarm-test-key-not-a-secret'
+API_KEY = 'swarm-test-key-not-a-secret-0123456789'
 TEXTS = ['a swarm of engines', 'one node fewer', 'rolling, one task at a time']
 
 

@@ -18,7 +18,7 @@ def test_swarm_up_and_down_on_a_host_in_no_swarm(lone_engine, http_port, referen
     assert 'set API_KEY' in refused.stderr, refused.stderr[-2000:]
     short = make(lone_engine, 'swarm-up', API_KEY='change-me')
     assert short.returncode != 0
-    assert 'API_KEY has 9 characters: use at least 16' in short.stderr, short.stderr[-2000:]
+    assert 'API_KEY has 9 characters: use at least 32' in short.stderr, short.stderr[-2000:]
 
     up = make(lone_engine, 'swarm-up')
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-5000:]

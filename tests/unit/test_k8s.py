@@ -89,8 +89,23 @@ def test_the_gateway_reads_its_api_key_from_a_secret_file_and_none_is_committed(
     assert all(doc['kind'] != 'Secret' for doc in base_documents()), 'the operator creates the key (README)'
 
 
+def network_policy(name: str) -> dict:
+    return next(doc for doc in base_documents() if doc['kind'] == 'NetworkPolicy' and doc['metadata']['name'] == name)
+
+
+def test_from_outside_the_namespace_only_the_gateways_http_port_is_reachable():
+    policy = network_policy('gateway-http-from-anywhere')
+    assert policy['spec']['podSelector'] == {'matchLabels': {'app': 'gateway'}}
+    assert policy['spec']['policyTypes'] == ['Ingress']
+    http_anywhere, same_namespace = policy['spec']['ingress']
+    # The HTTP port is the one the readiness probe asks /ready on (the exporter numbers the gateway's ports).
+    http_port = kind('Deployment')['spec']['template']['spec']['containers'][0]['readinessProbe']['httpGet']['port']
+    assert http_anywhere == {'ports': [{'port': http_port, 'protocol': 'TCP'}]}
+    assert same_namespace == {'from': [{'podSelector': {}}]}, 'a podSelector alone: pods of this namespace only'
+
+
 def test_only_the_gateway_reaches_the_encoders_grpc_port():
-    policy = kind('NetworkPolicy')
+    policy = network_policy('encoder-from-gateway-only')
     assert policy['spec']['podSelector'] == {'matchLabels': {'app': 'encoder'}}
     assert policy['spec']['policyTypes'] == ['Ingress']
     from_gateway, metrics = policy['spec']['ingress']
