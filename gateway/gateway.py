@@ -1,7 +1,7 @@
 """The stack's gateway: Jina's own gRPC and HTTP gateways, with the HTTP one extended for OpenAI-style clients.
 
-Jina's composite gateway serves one protocol per port. `EmbeddingGateway` is that composite gateway with one change:
-its HTTP server is `EmbeddingHTTPGateway`, which keeps Jina's routes (`/docs`, `/status`, ...) and adds
+Jina's composite gateway serves one protocol per port. `EmbeddingGateway` is that composite gateway with servers of
+its own: its HTTP server is `EmbeddingHTTPGateway`, which keeps Jina's `/docs` and `/openapi.json` and adds
 
 - `POST /v1/embeddings` and `GET /v1/models`, in OpenAI's shapes (as TEI and Infinity serve them),
 - `GET /health` (liveness) and `GET /ready` (an encoder replica answers the gRPC health check: its model is loaded;
@@ -12,7 +12,7 @@ its HTTP server is `EmbeddingHTTPGateway`, which keeps Jina's routes (`/docs`, `
   encoder requests. Every accepted doc comes back, in order, or the request fails as a whole saying why. Jina's own
   `/encode` route (which split a request into requests of 100 and answered with the first) is never reached,
 - the bounds on connections and on the time a client takes (http_protocol.py), an optional API key, JSON bodies only
-  and a Host allow-list on loopback (http_origin.py); Jina's /status and /dry_run are not served.
+  and a Host allow-list without a key (http_origin.py); Jina's /status and /dry_run are not served.
 
 Its gRPC port is Jina's, behind the same key and closed to the encoder's internal endpoint (grpc_guard.py).
 
@@ -23,14 +23,13 @@ from the same Hugging Face cache the encoder uses. Settings: settings.py.
 
 import asyncio
 import base64
-import hmac
 import json
-import os
 import uuid
 
 import grpc
 import numpy as np
 import orjson
+from api_key import bearer_matches, configured_api_key
 from coalescer import EncoderRefused, RequestCoalescer  # listed before gateway.py in config.yml's py_modules
 from discovery import DISCOVERY_TARGET, ReplicaDiscovery
 from docarray import DocList
@@ -75,6 +74,8 @@ from settings import (
     MAX_QUEUED_TEXTS,
     MAX_TOKENS_PER_INPUT,
     MODEL_NAME,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
 )
 from token_counting import TokenCounter
 
@@ -94,6 +95,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
         self.uvicorn_kwargs.setdefault('http', BoundedH11Protocol)
         self.uvicorn_kwargs.setdefault('h11_max_incomplete_event_size', MAX_HEADER_BYTES)
         self.uvicorn_kwargs.setdefault('timeout_keep_alive', KEEP_ALIVE_TIMEOUT_S)
+        self.uvicorn_kwargs.update(tls_files())
         self.in_flight = RequestsInFlight(self.logger)
 
     @property
@@ -111,7 +113,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
             max_queued_texts=MAX_QUEUED_TEXTS,
         )
         self._api_key = configured_api_key()
-        self._readiness = getattr(self, '_readiness', None) or EncoderReadiness(self._encoder_addresses())
+        self._readiness = getattr(self, '_readiness', None) or EncoderReadiness(self._encoder_addresses(), self.logger)
         # Not public HTTP routes: the unbatched endpoint is for the coalescer, which validates first; Jina's /status
         # tells the platform, a MAC-derived id and the JINA_* environment (the topology), and /dry_run sends a
         # request through the whole flow, for anyone who asks.
@@ -133,8 +135,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
             up = sum(serving.values())
             content = {'ready': up > 0, 'encoders': {'serving': up, 'total': len(serving)}}
             # The encoders' internal addresses, only to a caller that holds the key (/ready is open to probes).
-            sent = request.headers.get('authorization', '')
-            if self._api_key and hmac.compare_digest(sent.encode(), f'Bearer {self._api_key}'.encode()):
+            if bearer_matches(request.headers.get('authorization'), self._api_key):
                 content['addresses'] = serving
             return JSONResponse(status_code=200 if content['ready'] else 503, content=content)
 
@@ -317,18 +318,20 @@ def deployment_addresses(runtime_args) -> dict[str, list[str]]:
     return json.loads(addresses) if isinstance(addresses, str) else addresses  # the exported command passes JSON
 
 
-def configured_api_key() -> str:
-    """API_KEY, or the contents of the file API_KEY_FILE names (a Docker swarm secret: /run/secrets/...)."""
-    path = os.environ.get('API_KEY_FILE', '')
-    if not path:
-        return os.environ.get('API_KEY', '')
-    try:
-        key = open(path).read().strip()
-    except OSError as error:
-        raise SystemExit(f'API_KEY_FILE={path} cannot be read ({error.strerror}): is the secret attached?') from None
-    if not key:
-        raise SystemExit(f'API_KEY_FILE={path} is empty: put the key in the secret (make swarm-up does, from API_KEY)')
-    return key
+def tls_files() -> dict[str, str]:
+    """uvicorn's ssl_certfile / ssl_keyfile from TLS_CERT_FILE / TLS_KEY_FILE, checked readable at start: both or
+    neither, else the gateway does not start, saying which is missing."""
+    files = {'ssl_certfile': TLS_CERT_FILE, 'ssl_keyfile': TLS_KEY_FILE}
+    if not any(files.values()):
+        return {}
+    for setting, path in (('TLS_CERT_FILE', TLS_CERT_FILE), ('TLS_KEY_FILE', TLS_KEY_FILE)):
+        if not path:
+            raise SystemExit(f'{setting} is not set: HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE (PEM files)')
+        try:
+            open(path, 'rb').close()
+        except OSError as error:
+            raise SystemExit(f'{setting}={path} cannot be read ({error.strerror}): is the secret attached?') from None
+    return files
 
 
 def encode_vector(vector, encoding_format: str):
@@ -415,5 +418,7 @@ class EmbeddingGateway(CompositeBaseServer, BaseGateway):
 async def drain(server, timeout: float) -> None:
     if isinstance(server, EmbeddingHTTPGateway):
         await server.in_flight.drain(timeout)
+        if getattr(server, '_readiness', None):
+            await server._readiness.aclose()
     elif isinstance(getattr(server, 'server', None), grpc.aio.Server):
         await server.server.stop(grace=timeout)  # refuses new RPCs, waits for those in flight up to `timeout`

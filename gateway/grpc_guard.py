@@ -5,7 +5,8 @@ gateway.py), so that it runs before any handler, for every method Jina registers
 discovery, dry run, server reflection) and for methods that do not exist:
 
 - With API_KEY set, a call needs `authorization: Bearer <key>` metadata (compared in constant time, as on HTTP);
-  otherwise it ends with UNAUTHENTICATED before its request is read or parsed, whether the method exists or not.
+  otherwise it ends with UNAUTHENTICATED before its request is parsed (grpc reads a unary request's bytes, up to
+  the message limit), whether the method exists or not.
   The standard health service (`grpc.health.v1.Health`) stays open, for probes, as /health does on HTTP.
 - `/encode_unbatched` is the encoder endpoint the HTTP gateway sends its joined batches to, after its own checks: a
   gRPC client naming it gets INVALID_ARGUMENT saying to use `/encode` (it would skip the dynamic batching that keeps
@@ -16,10 +17,10 @@ Without API_KEY nothing is asked of a caller, as on HTTP: the port is published 
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 import grpc
+from api_key import bearer_matches
 
 HEALTH_SERVICE = '/grpc.health.v1.Health/'
 UNAUTHENTICATED_MESSAGE = 'missing or wrong API key: send the metadata `authorization: Bearer <API_KEY>`'
@@ -34,7 +35,7 @@ DATA_METHODS = (
 
 class KeyAndEndpointGuard(grpc.aio.ServerInterceptor):
     def __init__(self, api_key: str, internal_endpoints: tuple[str, ...]) -> None:
-        self.expected_authorization = f'Bearer {api_key}'.encode() if api_key else None
+        self.api_key = api_key
         self.internal_endpoints = internal_endpoints
 
     async def intercept_service(
@@ -44,16 +45,15 @@ class KeyAndEndpointGuard(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         open_to_all = details.method.startswith(HEALTH_SERVICE)
-        if self.expected_authorization and not open_to_all and not self._authorized(details):
+        if self.api_key and not open_to_all and not self._authorized(details):
             return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         if handler is not None and details.method in DATA_METHODS:
             return checking_endpoints(handler, self.internal_endpoints)
         return handler
 
     def _authorized(self, details: grpc.HandlerCallDetails) -> bool:
-        sent = next((value for key, value in details.invocation_metadata or () if key == 'authorization'), '')
-        sent = sent.encode() if isinstance(sent, str) else sent
-        return hmac.compare_digest(sent, self.expected_authorization)
+        sent = next((value for key, value in details.invocation_metadata or () if key == 'authorization'), None)
+        return bearer_matches(sent, self.api_key)
 
 
 def refusing(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
@@ -81,25 +81,36 @@ def checking_endpoints(handler: grpc.RpcMethodHandler, internal: tuple[str, ...]
     """`handler` with each request's endpoint checked before Jina sees it: one naming an internal endpoint ends the
     call with INVALID_ARGUMENT."""
 
-    async def check(request, context: grpc.aio.ServicerContext) -> None:
+    def refusal(request) -> str | None:
         endpoint = request.header.exec_endpoint
-        if endpoint in internal:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f'`{endpoint}` is internal to the gateway: send your docs to `/encode`',
-            )
+        return f'`{endpoint}` is internal to the gateway: send your docs to `/encode`' if endpoint in internal else None
+
+    async def check(request, context: grpc.aio.ServicerContext) -> None:
+        message = refusal(request)
+        if message:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
     if handler.request_streaming and handler.response_streaming:  # Jina Client's Call
         behaviour = handler.stream_stream
 
         async def call(request_iterator, context):
+            # Jina reads the request stream in a task of its own: aborting there would leave this handler waiting
+            # (for the responses of requests that never went out). The stream ends at the first refused request
+            # instead; the requests before it are answered, then the call ends with the refusal.
+            refused: list[str] = []
+
             async def checked():
                 async for request in request_iterator:
-                    await check(request, context)
+                    message = refusal(request)
+                    if message:
+                        refused.append(message)
+                        return
                     yield request
 
             async for response in behaviour(checked(), context):
                 yield response
+            if refused:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
 
         return grpc.stream_stream_rpc_method_handler(call, handler.request_deserializer, handler.response_serializer)
     if handler.response_streaming:  # stream_doc

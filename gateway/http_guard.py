@@ -13,9 +13,9 @@ streams, which cost more CPU per one-text request than joining it into a batch s
 from __future__ import annotations
 
 import asyncio
-import hmac
 
-from http_origin import allowed_hosts, declared_json, host_name
+from api_key import bearer_matches
+from http_origin import declared_json, host_allow_list, host_name
 from openai_shapes import error_for, openai_error
 from settings import (
     ALLOWED_HOSTS,
@@ -25,7 +25,6 @@ from settings import (
     MAX_BODY_BYTES_IN_FLIGHT,
     MAX_CONCURRENT_REQUESTS,
     MAX_HEADER_BYTES,
-    PUBLISHED_ON,
     RETRY_AFTER_S,
 )
 
@@ -102,8 +101,8 @@ class HTTPGuard:
         self.gateway = gateway
         self.in_flight: RequestsInFlight = gateway.in_flight
         self.budget = BodyBudget(MAX_BODY_BYTES_IN_FLIGHT)
-        self.expected_authorization = f'Bearer {api_key}'.encode() if api_key else None
-        self.hosts = allowed_hosts(ALLOWED_HOSTS, api_key, PUBLISHED_ON)
+        self.api_key = api_key
+        self.hosts = host_allow_list(ALLOWED_HOSTS, api_key)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope['type'] != 'http':
@@ -166,15 +165,17 @@ class HTTPGuard:
         if head_size > MAX_HEADER_BYTES:
             return error_for(path, 431, f'the request head is {head_size} bytes, over the limit of {MAX_HEADER_BYTES} '
                              '(MAX_HEADER_BYTES): send fewer or shorter headers', CLOSE)  # fmt: skip
-        headers = dict(scope['headers'])  # lower-case byte names, as ASGI gives them
-        if self.hosts is not None and path not in OPEN_PATHS and b'host' in headers:
-            host = host_name(headers[b'host'])
-            if host not in self.hosts:
-                return error_for(path, 400, f'Host `{host[:100]}` is not served here: call the gateway as one of '
-                                 f'{", ".join(sorted(self.hosts))}, or set ALLOWED_HOSTS (or an API_KEY)',
+        # One Host at most: h11 answers 400 to a request with two (RFC 9112), before it gets here.
+        hosts = [value for name, value in scope['headers'] if name == b'host']
+        if self.hosts is not None and path not in OPEN_PATHS and hosts:
+            host = host_name(hosts[0])
+            if not self.hosts.allows(host):
+                return error_for(path, 400, f'Host `{host[:100]}` is not served here without an API key: call the '
+                                 f'gateway as {self.hosts.describe()}, or name it in ALLOWED_HOSTS',
                                  CLOSE)  # fmt: skip
-        if self.expected_authorization and path not in OPEN_PATHS:
-            if not hmac.compare_digest(headers.get(b'authorization', b''), self.expected_authorization):
+        headers = dict(scope['headers'])  # lower-case byte names, as ASGI gives them
+        if self.api_key and path not in OPEN_PATHS:
+            if not bearer_matches(headers.get(b'authorization'), self.api_key):
                 return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`',
                                     headers={**UNAUTHORIZED, **CLOSE})  # fmt: skip
         if scope['method'] in ('POST', 'PUT', 'PATCH') and _has_body(scope):

@@ -4,10 +4,11 @@
   cross-site POST without asking first (no CORS preflight) only with a `text/plain`, form or multipart body, or
   none declared; the gateway used to read JSON whatever the declared type, so any page a user visited could post
   to the stack on their machine.
-- **A Host allow-list while the gateway has no API key and is published on loopback only** (the compose default).
-  With DNS rebinding a page's own name comes to resolve to 127.0.0.1, and the browser then lets it read what the
-  gateway answers; the Host header still carries the page's name. With an API key the page cannot authenticate, and
-  published beyond loopback the operator names the hosts (ALLOWED_HOSTS) or sets a key.
+- **A Host allow-list while the gateway has no API key.** With DNS rebinding a page's own name comes to resolve to
+  the gateway's address (127.0.0.1, or one on the LAN), and the browser then lets the page read what the gateway
+  answers; the Host header still carries the page's name. Such a name is always a DNS name: without a key, the
+  gateway answers IP addresses, the loopback names and its own names, and other names only when ALLOWED_HOSTS lists
+  them. With an API key the page cannot authenticate, so any Host is answered.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-# The names a request on loopback arrives under: the loopback addresses, and the names other containers on the
-# stack's network use for the gateway (its compose service name, its container's hostname).
-LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1', 'gateway')
+# The names other than IP addresses a request may arrive under without ALLOWED_HOSTS: loopback's, and those other
+# containers on the stack's network use (the compose service name; the container's hostname is added at start).
+DEFAULT_NAMES = ('localhost', 'gateway')
 
 
 def declared_json(content_type: bytes | None) -> bool:
@@ -29,25 +30,38 @@ def declared_json(content_type: bytes | None) -> bool:
     return media_type == b'application/json' or structured_json
 
 
-def allowed_hosts(configured: str, api_key: str, published_on: str) -> frozenset[str] | None:
+class HostAllowList:
+    """The Host names answered: `names`, and (`ip_addresses`) any IP address."""
+
+    def __init__(self, names: frozenset[str], ip_addresses: bool) -> None:
+        self.names, self.ip_addresses = names, ip_addresses
+
+    def allows(self, host: str) -> bool:
+        return host in self.names or (self.ip_addresses and is_ip_address(host))
+
+    def describe(self) -> str:
+        return ', '.join(sorted(self.names)) + (', or an IP address' if self.ip_addresses else '')
+
+
+def host_allow_list(configured: str, api_key: str) -> HostAllowList | None:
     """The Host names the gateway answers, or None for any.
 
-    `configured` (ALLOWED_HOSTS, comma-separated; `*` for any) wins. Unset: with no API key and the ports published on
-    loopback only (`published_on`, compose's BIND_ADDRESS), the loopback names and this container's hostname;
-    otherwise any (the key guards the data, or the operator chose to publish on a network)."""
+    `configured` (ALLOWED_HOSTS, comma-separated; `*` for any) wins. Unset: with an API key any; without one, IP
+    addresses, the DEFAULT_NAMES and this container's hostname."""
     names = [name.strip().lower() for name in configured.split(',') if name.strip()]
     if names:
-        return None if '*' in names else frozenset(host_name(name.encode()) for name in names)
-    if api_key or not is_loopback(published_on):
+        return None if '*' in names else HostAllowList(frozenset(host_name(name.encode()) for name in names), False)
+    if api_key:
         return None
-    return frozenset((*LOOPBACK_NAMES, socket.gethostname().lower()))
+    return HostAllowList(frozenset((*DEFAULT_NAMES, socket.gethostname().lower())), ip_addresses=True)
 
 
-def is_loopback(address: str) -> bool:
+def is_ip_address(host: str) -> bool:
     try:
-        return ipaddress.ip_address(address.strip().strip('[]')).is_loopback
+        ipaddress.ip_address(host)
     except ValueError:
-        return address.strip().lower() == 'localhost'
+        return False
+    return True
 
 
 def host_name(host: bytes) -> str:

@@ -48,10 +48,13 @@ BODY_TIMEOUT_S = _float('BODY_TIMEOUT_S', 30)
 # An idle keep-alive connection between requests (uvicorn's default).
 KEEP_ALIVE_TIMEOUT_S = _float('KEEP_ALIVE_TIMEOUT_S', 5)
 
-# ---- who may call (http_origin.py): the Host names answered ('*': any). Unset: the loopback names and the
-# container's own, while there is no API_KEY and PUBLISHED_ON (compose's BIND_ADDRESS) is a loopback address.
+# ---- who may call (http_origin.py): the Host names answered ('*': any). Unset: without API_KEY, IP addresses,
+# localhost, gateway and the container's hostname; with API_KEY, any.
 ALLOWED_HOSTS = os.environ.get('ALLOWED_HOSTS', '')
-PUBLISHED_ON = os.environ.get('PUBLISHED_ON', '127.0.0.1')
+# HTTPS on the HTTP port: a PEM certificate (chain) and its key, both or neither (the swarm's published port: a
+# bearer key must not cross a network in clear). The gRPC port stays plaintext: it is not published there.
+TLS_CERT_FILE = os.environ.get('TLS_CERT_FILE', '')
+TLS_KEY_FILE = os.environ.get('TLS_KEY_FILE', '')
 
 # How long shutdown waits for requests in flight to finish. Keep it under compose's stop_grace_period (30 s), after
 # which Docker SIGKILLs the container.

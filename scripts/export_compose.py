@@ -245,9 +245,8 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             # The served model's name (GET /v1/models) and its tokenizer (usage counts) must match the encoder's.
             f'ENCODER_MODEL=${{ENCODER_MODEL:-{model}}}',
             'API_KEY=${API_KEY:-}',
-            # Without a key and on loopback, only requests to the loopback names are answered (DNS rebinding: a web
-            # page's own name made to resolve to 127.0.0.1); ALLOWED_HOSTS names others (gateway/http_origin.py).
-            'PUBLISHED_ON=${BIND_ADDRESS:-127.0.0.1}',
+            # Without a key, requests under DNS names other than localhost and gateway are refused (DNS rebinding: a
+            # web page's own name made to resolve to this host); ALLOWED_HOSTS names others (gateway/http_origin.py).
             'ALLOWED_HOSTS=${ALLOWED_HOSTS:-}',
             'MAX_BODY_BYTES=${MAX_BODY_BYTES:-8388608}',
             'MAX_GRPC_MESSAGE_BYTES=${MAX_GRPC_MESSAGE_BYTES:-8388608}',

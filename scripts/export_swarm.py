@@ -11,8 +11,9 @@ values) and changes what a swarm needs and compose does not:
   (gateway/discovery.py), noticing tasks that come and go;
 - the gateway runs on a manager node with its HTTP port published in host mode there. Swarm cannot publish on
   127.0.0.1 only, so the port is reachable from the network: the API key is required, read from a swarm secret
-  (API_KEY_FILE), never an environment value; the gRPC port, behind the same key, is not published (clients inside
-  the swarm reach gateway:50051 on the attachable overlay network). Metrics ports are not published either.
+  (API_KEY_FILE), never an environment value, and the port speaks HTTPS (TLS_CERT_FILE, TLS_KEY_FILE: secrets too);
+  the gRPC port, behind the same key, is not published (clients inside the swarm reach gateway:50051 on the
+  attachable overlay network). Metrics ports are not published either.
 
     python scripts/export_swarm.py           # write swarm.yml
     python scripts/export_swarm.py --check   # exit 1 when the committed file differs from a fresh export
@@ -28,6 +29,12 @@ from export_compose import FLOW, REPO, build_compose_files, render, write_or_che
 
 SECRET = 'api_key'
 SECRET_NAME = '${API_KEY_SECRET:-sentence_encoder_api_key}'  # what make swarm-up creates from API_KEY
+# The HTTPS certificate and key of the published port (make swarm-up creates them from TLS_CERT_FILE/TLS_KEY_FILE,
+# or a self-signed pair it generates).
+TLS_SECRETS = {
+    'tls_cert': '${TLS_CERT_SECRET:-sentence_encoder_tls_cert}',
+    'tls_key': '${TLS_KEY_SECRET:-sentence_encoder_tls_key}',
+}
 
 
 def swarm_encoder(service: dict, replicas: int) -> dict:
@@ -62,7 +69,7 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
     command[at] = json.dumps({deployment: [discovery]})
     http_port = command[command.index('--port') + 2]
     # The key comes from a secret; the HTTP port is published on every interface of the node (host mode).
-    environment = [line for line in service['environment'] if not line.startswith(('API_KEY=', 'PUBLISHED_ON='))]
+    environment = [line for line in service['environment'] if not line.startswith('API_KEY=')]
     return {
         'image': service['image'],
         'entrypoint': service['entrypoint'],
@@ -70,10 +77,12 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
         'environment': [
             *environment,
             f'API_KEY_FILE=/run/secrets/{SECRET}',
-            'PUBLISHED_ON=0.0.0.0',
+            # HTTPS on the published port: the bearer key must not cross the network in clear.
+            'TLS_CERT_FILE=/run/secrets/tls_cert',
+            'TLS_KEY_FILE=/run/secrets/tls_key',
             f'ENCODER_DISCOVERY={discovery}',  # the encoder's tasks, found by DNS (gateway/discovery.py)
         ],
-        'secrets': [SECRET],
+        'secrets': [SECRET, *TLS_SECRETS],
         'volumes': service['volumes'],
         'ports': [{'target': int(http_port), 'published': '${HTTP_PORT:-8080}', 'protocol': 'tcp', 'mode': 'host'}],
         'healthcheck': swarm_healthcheck(service['healthcheck']),
@@ -120,7 +129,10 @@ def build_swarm_file(flow: dict) -> dict:
             'gateway': swarm_gateway(compose['services']['gateway'], encoder_port),
         },
         'networks': {network: {'driver': 'overlay', 'attachable': True}},
-        'secrets': {SECRET: {'external': True, 'name': SECRET_NAME}},
+        'secrets': {
+            SECRET: {'external': True, 'name': SECRET_NAME},
+            **{name: {'external': True, 'name': secret} for name, secret in TLS_SECRETS.items()},
+        },
     }
 
 

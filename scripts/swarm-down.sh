@@ -13,5 +13,7 @@ for _ in $(seq 1 60); do
   [ -n "$leftover" ] || break
   sleep 1
 done
-docker secret rm "$secret" >/dev/null 2>&1 || true
-echo "[swarm-down] removed the stack $stack and the secret $secret"
+tls_secrets="${TLS_CERT_SECRET:-sentence_encoder_tls_cert} ${TLS_KEY_SECRET:-sentence_encoder_tls_key}"
+# shellcheck disable=SC2086
+docker secret rm "$secret" $tls_secrets >/dev/null 2>&1 || true
+echo "[swarm-down] removed the stack $stack and the secrets $secret $tls_secrets"

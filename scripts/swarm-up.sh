@@ -3,7 +3,9 @@
 #   API_KEY=... scripts/swarm-up.sh            (make swarm-up; REPLICAS=N encoder tasks, spread over the nodes)
 # An engine in no swarm becomes a single-node one first (docker swarm init), saying so. Swarm publishes the HTTP port
 # on every interface of the gateway's node, so the stack does not deploy without an API key: API_KEY becomes the swarm
-# secret the gateway reads (API_KEY_SECRET names it). The images must be on every node (one host: they are; several:
+# secret the gateway reads (API_KEY_SECRET names it), and the port speaks HTTPS: TLS_CERT_FILE / TLS_KEY_FILE (PEM)
+# become secrets too, or, without them, a self-signed certificate for this host is generated (its certificate, for
+# clients' --cacert, is written to .build/swarm-tls/cert.pem). The images must be on every node (one host: they are; several:
 # push them to your registry and set ENCODER_IMAGE / GATEWAY_IMAGE), and so must MODEL_CACHE_DIR, filled by
 # `make model` (default ~/.cache/huggingface; an absolute path, the same on every node that can run an encoder).
 set -euo pipefail
@@ -37,6 +39,31 @@ if [ "$have_secret" = 0 ]; then
   log "stored API_KEY as the swarm secret $secret"
 elif [ -n "${API_KEY:-}" ]; then
   log "the swarm secret $secret exists and is kept (secrets cannot change: make swarm-down removes it)"
+fi
+
+tls_cert_secret=${TLS_CERT_SECRET:-sentence_encoder_tls_cert}
+tls_key_secret=${TLS_KEY_SECRET:-sentence_encoder_tls_key}
+if ! docker secret inspect "$tls_cert_secret" >/dev/null 2>&1 || ! docker secret inspect "$tls_key_secret" >/dev/null 2>&1; then
+  docker secret rm "$tls_cert_secret" "$tls_key_secret" >/dev/null 2>&1 || true  # a pair, or none
+  if [ -n "${TLS_CERT_FILE:-}" ] || [ -n "${TLS_KEY_FILE:-}" ]; then
+    for file in "${TLS_CERT_FILE:-}" "${TLS_KEY_FILE:-}"; do
+      [ -n "$file" ] && [ -r "$file" ] || { log "set both TLS_CERT_FILE and TLS_KEY_FILE to readable PEM files"; exit 1; }
+    done
+    cert=$TLS_CERT_FILE; key=$TLS_KEY_FILE
+  else
+    command -v openssl >/dev/null || { log "openssl is needed to make a certificate: install it, or set TLS_CERT_FILE and TLS_KEY_FILE"; exit 1; }
+    mkdir -p .build/swarm-tls
+    key=$(mktemp); cert=.build/swarm-tls/cert.pem
+    trap 'rm -f "$key"' EXIT
+    names="DNS:localhost,DNS:$(hostname),IP:127.0.0.1"
+    [ "${SWARM_ADVERTISE_ADDR:-127.0.0.1}" = 127.0.0.1 ] || names="$names,IP:$SWARM_ADVERTISE_ADDR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$(hostname)" -addext "subjectAltName=$names" \
+      -keyout "$key" -out "$cert" 2>/dev/null
+    log "generated a self-signed certificate for $names (1 year): clients trust it with --cacert $cert"
+  fi
+  docker secret create "$tls_cert_secret" "$cert" >/dev/null
+  docker secret create "$tls_key_secret" "$key" >/dev/null
+  log "stored the HTTPS certificate and key as the swarm secrets $tls_cert_secret, $tls_key_secret"
 fi
 
 export MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-$HOME/.cache/huggingface}
@@ -91,6 +118,6 @@ while :; do
 done
 cat <<MSG
 
-Stack $stack is up on the swarm. HTTP on port ${HTTP_PORT:-8080} of the node running the gateway (every interface):
-  curl -X POST http://127.0.0.1:${HTTP_PORT:-8080}/encode -H "Authorization: Bearer \$API_KEY" -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
+Stack $stack is up on the swarm. HTTPS on port ${HTTP_PORT:-8080} of the node running the gateway (every interface):
+  curl --cacert .build/swarm-tls/cert.pem -X POST https://127.0.0.1:${HTTP_PORT:-8080}/encode -H "Authorization: Bearer \$API_KEY" -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
 MSG

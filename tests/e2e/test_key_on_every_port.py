@@ -103,6 +103,7 @@ def test_jinas_client_with_the_key_gets_every_embedding(grpc_port, reference_mod
     client = Client(host='127.0.0.1', port=grpc_port, protocol='grpc')
     docs = client.post(
         '/encode', DocList[TextDoc]([TextDoc(text=t) for t in texts]), request_size=16, metadata=KEY,
+        results_in_order=True,
         return_type=DocList[TextDoc],
     )  # fmt: skip
     assert list(docs.text) == texts
@@ -123,6 +124,20 @@ def test_the_internal_endpoint_is_refused_with_the_key_too(channel):
         assert error.details() == '`/encode_unbatched` is internal to the gateway: send your docs to `/encode`'
     reply = jina_pb2_grpc.JinaSingleDataRequestRPCStub(channel).process_single_data(data_request(['y']), metadata=KEY)
     assert len(reply.docs) == 1
+
+
+def test_a_stream_that_turns_to_the_internal_endpoint_is_answered_up_to_it_then_refused(channel):
+    """The refusal ends the call from its handler, after the requests before it are answered (Jina reads the stream
+    in a task of its own: aborting there left the handler waiting). The gateway serves the next call."""
+    stream = iter([data_request(['first']), data_request(['second'], '/encode_unbatched'), data_request(['third'])])
+    answered = []
+    with pytest.raises(grpc.RpcError) as raised:
+        for response in jina_pb2_grpc.JinaRPCStub(channel).Call(stream, metadata=KEY, timeout=60):
+            answered.append(response)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (raised.value.code(), raised.value.details())
+    assert [len(response.docs) for response in answered] == [1], 'the request before the refused one is answered'
+    after = list(jina_pb2_grpc.JinaRPCStub(channel).Call(iter([data_request(['again'])]), metadata=KEY, timeout=60))
+    assert [len(response.docs) for response in after] == [1]
 
 
 def test_a_message_over_the_limit_is_refused_and_the_next_one_served(channel):

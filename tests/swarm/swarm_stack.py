@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -32,14 +33,23 @@ def make(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedProces
     )  # fmt: skip
 
 
-def post_embeddings(port: int, texts: list[str], key: str | None = API_KEY, timeout: float = 60) -> tuple[int, dict]:
+# The certificate `make swarm-up` generated for the published port (self-signed, for 127.0.0.1 among others).
+SWARM_CERT = REPO / '.build' / 'swarm-tls' / 'cert.pem'
+
+
+def post_embeddings(
+    port: int, texts: list[str], key: str | None = API_KEY, timeout: float = 60, scheme: str = 'https'
+) -> tuple[int, dict]:
+    """POST /v1/embeddings to the swarm's published port, over HTTPS checked against SWARM_CERT (read each time:
+    every deploy makes its own)."""
+    context = ssl.create_default_context(cafile=str(SWARM_CERT)) if scheme == 'https' else None
     request = urllib.request.Request(
-        f'http://127.0.0.1:{port}/v1/embeddings',
+        f'{scheme}://127.0.0.1:{port}/v1/embeddings',
         data=json.dumps({'input': texts, 'model': 'sentence-transformers/all-MiniLM-L6-v2'}).encode(),
         headers={'Content-Type': 'application/json', **({'Authorization': f'Bearer {key}'} if key else {})},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
             return reply.status, json.load(reply)
     except urllib.error.HTTPError as error:
         return error.code, {}

@@ -4,6 +4,9 @@ swarm-down` removes the stack."""
 
 from __future__ import annotations
 
+import http.client
+import urllib.error
+
 import numpy as np
 import pytest
 from helpers import assert_same_embeddings
@@ -23,8 +26,12 @@ def test_swarm_up_and_down_on_a_host_in_no_swarm(lone_engine, http_port, referen
     up = make(lone_engine, 'swarm-up')
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-5000:]
     assert 'making it a single-node swarm' in up.stderr
+    assert 'generated a self-signed certificate' in up.stderr
     status, body = post_embeddings(http_port, TEXTS)
     assert status == 200
+    # HTTPS only: a plaintext request gets no answer (the TLS handshake fails), so the key never crosses in clear.
+    with pytest.raises((ConnectionError, http.client.HTTPException, urllib.error.URLError)):
+        post_embeddings(http_port, TEXTS, scheme='http', timeout=30)
     embeddings = np.array([item['embedding'] for item in body['data']])
     assert_same_embeddings(embeddings, reference_model.encode(TEXTS))
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from cluster import Cluster
 from helpers import assert_same_embeddings, embedding_mismatch
-from swarm_stack import STACK, TEXTS, make, post_embeddings
+from swarm_stack import API_KEY, STACK, TEXTS, make, post_embeddings
 
 pytestmark = pytest.mark.swarm
 
@@ -109,17 +109,31 @@ def test_swarm_up_serves_http_and_grpc_with_the_encoders_on_different_nodes(depl
     assert_same_embeddings(np.array([item['embedding'] for item in body['data']]), reference)
     assert post_embeddings(http_port, TEXTS, key=None)[0] == 401, 'the published HTTP port must need the API key'
 
-    # gRPC is not published (it has no API key): a client on the manager reaches it over the stack's overlay network.
+    # gRPC is not published: a client on the manager reaches it over the stack's overlay network, with the key.
+    def on_the_overlay(script: str):
+        return deployed.manager.docker(
+            'run', '--rm', '--network', f'{STACK}_jina-network', '--entrypoint', 'python3', 'sentence-gateway:3.33.1',
+            '-c', script, check=False,
+        )  # fmt: skip
+
     client = (
         'import json; from docarray import DocList; from docarray.documents import TextDoc; from jina import Client;'
         f'docs = DocList[TextDoc]([TextDoc(id=str(i), text=t) for i, t in enumerate({TEXTS!r})]);'
-        "out = Client(host='gateway', port=50051).post('/encode', docs, return_type=DocList[TextDoc]);"
+        "out = Client(host='gateway', port=50051).post('/encode', docs, return_type=DocList[TextDoc],"
+        f" metadata=(('authorization', 'Bearer {API_KEY}'),));"
         'print(json.dumps([[d.id, d.text, d.embedding.tolist()] for d in out]))'
     )
-    run = deployed.manager.docker(
-        'run', '--rm', '--network', f'{STACK}_jina-network', '--entrypoint', 'python3', 'sentence-gateway:3.33.1',
-        '-c', client, check=False,
-    )  # fmt: skip
+    without_key = (
+        'import grpc; from google.protobuf import empty_pb2; from jina.proto import jina_pb2_grpc\n'
+        'try:\n'
+        "    jina_pb2_grpc.JinaInfoRPCStub(grpc.insecure_channel('gateway:50051'))._status(empty_pb2.Empty())\n"
+        '    print("ANSWERED")\n'
+        'except grpc.RpcError as error:\n'
+        '    print(error.code().name)'
+    )
+    refused = on_the_overlay(without_key)
+    assert refused.stdout.strip().splitlines()[-1:] == ['UNAUTHENTICATED'], refused.stdout + refused.stderr[-2000:]
+    run = on_the_overlay(client)
     assert run.returncode == 0, run.stderr[-3000:]
     replies = json.loads(run.stdout.strip().splitlines()[-1])
     assert [(doc_id, text) for doc_id, text, _ in replies] == [(str(i), text) for i, text in enumerate(TEXTS)]

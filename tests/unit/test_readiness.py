@@ -66,3 +66,28 @@ def test_the_answer_follows_the_encoder_going_down():
     before, still_serving = asyncio.run(scenario())
     assert list(before.values()) == [True]
     assert not still_serving, 'the stopped encoder was still reported serving after 10 s'
+
+
+def test_a_check_that_died_is_started_again_and_aclose_stops_it():
+    async def scenario():
+        server, port, _ = await health_server(health_pb2.HealthCheckResponse.SERVING)
+        readiness = EncoderReadiness([f'127.0.0.1:{port}'], interval_s=60)
+        real_check = EncoderReadiness._serving
+
+        async def broken(channel):
+            raise RuntimeError('a bug in the check')
+
+        readiness._serving = broken
+        first = await readiness.current()
+        await asyncio.sleep(0.05)  # the task has died
+        readiness._serving = real_check
+        second = await readiness.current()
+        task = readiness._task
+        await readiness.aclose()
+        await server.stop(None)
+        return first, second, task.done()
+
+    first, second, stopped = asyncio.run(scenario())
+    assert list(first.values()) == [False]
+    assert list(second.values()) == [True], 'the check was not started again'
+    assert stopped

@@ -1,0 +1,31 @@
+"""The API key: where it comes from, and how a request's credential is compared with it (HTTP and gRPC alike)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+
+def configured_api_key() -> str:
+    """API_KEY, or the contents of the file API_KEY_FILE names (a Docker swarm or Kubernetes secret)."""
+    path = os.environ.get('API_KEY_FILE', '')
+    if not path:
+        return os.environ.get('API_KEY', '')
+    try:
+        key = open(path).read().strip()
+    except OSError as error:
+        raise SystemExit(f'API_KEY_FILE={path} cannot be read ({error.strerror}): is the secret attached?') from None
+    if not key:
+        raise SystemExit(f'API_KEY_FILE={path} is empty: put the key in the secret (make swarm-up does, from API_KEY)')
+    return key
+
+
+def bearer_matches(authorization: bytes | str | None, key: str) -> bool:
+    """Whether an `Authorization` value (HTTP header or gRPC metadata) is `Bearer <key>`: the scheme in any case (RFC
+    9110 makes it case-insensitive), the key compared in constant time."""
+    if not authorization or not key:
+        return False
+    if isinstance(authorization, str):
+        authorization = authorization.encode('latin-1', 'replace')
+    scheme, _, token = authorization.strip().partition(b' ')
+    return scheme.lower() == b'bearer' and hmac.compare_digest(token.strip(), key.encode())
