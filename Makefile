@@ -60,7 +60,7 @@ up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-containe
 swarm-up: build model ## Deploy the stack to this engine's swarm (a single-node one if none; API_KEY=..., REPLICAS=N)
 	scripts/swarm-up.sh
 
-swarm-down: ## Remove the swarm stack and its API key secret
+swarm-down: ## Remove the swarm stack and its API key and TLS secrets
 	scripts/swarm-down.sh
 
 down: ## Stop and remove the stack

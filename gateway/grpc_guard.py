@@ -17,6 +17,8 @@ Without API_KEY nothing is asked of a caller, as on HTTP: the port is published 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -94,20 +96,8 @@ def checking_endpoints(handler: grpc.RpcMethodHandler, internal: tuple[str, ...]
         behaviour = handler.stream_stream
 
         async def call(request_iterator, context):
-            # Jina reads the request stream in a task of its own: aborting there would leave this handler waiting
-            # (for the responses of requests that never went out). The stream ends at the first refused request
-            # instead; the requests before it are answered, then the call ends with the refusal.
             refused: list[str] = []
-
-            async def checked():
-                async for request in request_iterator:
-                    message = refusal(request)
-                    if message:
-                        refused.append(message)
-                        return
-                    yield request
-
-            async for response in behaviour(checked(), context):
+            async for response in answered_until_refused(behaviour, request_iterator, context, refusal, refused):
                 yield response
             if refused:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
@@ -129,3 +119,54 @@ def checking_endpoints(handler: grpc.RpcMethodHandler, internal: tuple[str, ...]
         return await behaviour(request, context)
 
     return grpc.unary_unary_rpc_method_handler(single, handler.request_deserializer, handler.response_serializer)
+
+
+async def answered_until_refused(behaviour, request_iterator, context, refusal, refused: list[str]):
+    """Jina's streaming `Call` (`behaviour`) over the caller's requests up to the first that `refusal` names (its
+    message is appended to `refused`): every request before it is answered, then the responses end.
+
+    Why not abort where the refused request is read: Jina reads the request stream in a task of its own, and an abort
+    there left this handler waiting. Why not only end the request stream there: with `results_in_order` (Jina's
+    Client's option), Jina waits for a next response for ever when the requests end after every response went out
+    (it signals the end on the other of its two queues). So the responses are counted against the requests passed
+    on, and once the requests have ended and each has its response, the call ends without waiting on Jina."""
+    passed = answered = 0
+    requests_ended = asyncio.Event()
+
+    async def checked():
+        nonlocal passed
+        try:
+            async for request in request_iterator:
+                message = refusal(request)
+                if message:
+                    refused.append(message)
+                    return
+                passed += 1
+                yield request
+        finally:
+            requests_ended.set()
+
+    responses = behaviour(checked(), context).__aiter__()
+    next_response = None
+    try:
+        while True:
+            next_response = asyncio.ensure_future(responses.__anext__())
+            if not requests_ended.is_set():
+                ended = asyncio.ensure_future(requests_ended.wait())
+                try:
+                    await asyncio.wait({next_response, ended}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    ended.cancel()
+            if not next_response.done() and requests_ended.is_set() and answered >= passed:
+                return  # nothing more is owed; Jina might not say so
+            try:
+                response = await next_response
+            except StopAsyncIteration:
+                return
+            answered += 1
+            yield response
+    finally:
+        if next_response is not None and not next_response.done():
+            next_response.cancel()
+            with contextlib.suppress(BaseException):
+                await next_response

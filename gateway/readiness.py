@@ -38,18 +38,18 @@ class EncoderReadiness:
                 self._logger.warning(f'the readiness check stopped ({error!r}): starting it again')
             self._task = None
             self.serving = dict.fromkeys(self.addresses, False)
+            self._first_round = asyncio.Event()  # the new check's first round, waited for as at the start
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name='encoder-readiness')
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._first_round.wait()), FIRST_ROUND_WAIT_S)
+            await asyncio.wait_for(self._first_round.wait(), FIRST_ROUND_WAIT_S)
         return dict(self.serving)
 
     async def aclose(self) -> None:
         """Stop the background check and close its channels (at the gateway's shutdown)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.wait([self._task])  # its end, not its exception; a cancellation of this caller still goes
 
     async def _run(self) -> None:
         channels = {address: grpc.aio.insecure_channel(address.split('://')[-1]) for address in self.addresses}

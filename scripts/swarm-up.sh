@@ -22,6 +22,11 @@ if [ -n "${API_KEY:-}" ] && [ "${#API_KEY}" -lt "$MIN_KEY_LENGTH" ]; then
   log "API_KEY has ${#API_KEY} characters: use at least $MIN_KEY_LENGTH, e.g. API_KEY=\$(openssl rand -hex 32)"
   exit 1
 fi
+if [ -n "${TLS_CERT_FILE:-}${TLS_KEY_FILE:-}" ]; then
+  for file in "${TLS_CERT_FILE:-}" "${TLS_KEY_FILE:-}"; do
+    [ -n "$file" ] && [ -r "$file" ] || { log "set both TLS_CERT_FILE and TLS_KEY_FILE to readable PEM files"; exit 1; }
+  done
+fi
 
 in_swarm=0; [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] && in_swarm=1
 have_secret=0; [ "$in_swarm" = 1 ] && docker secret inspect "$secret" >/dev/null 2>&1 && have_secret=1
@@ -45,10 +50,7 @@ tls_cert_secret=${TLS_CERT_SECRET:-sentence_encoder_tls_cert}
 tls_key_secret=${TLS_KEY_SECRET:-sentence_encoder_tls_key}
 if ! docker secret inspect "$tls_cert_secret" >/dev/null 2>&1 || ! docker secret inspect "$tls_key_secret" >/dev/null 2>&1; then
   docker secret rm "$tls_cert_secret" "$tls_key_secret" >/dev/null 2>&1 || true  # a pair, or none
-  if [ -n "${TLS_CERT_FILE:-}" ] || [ -n "${TLS_KEY_FILE:-}" ]; then
-    for file in "${TLS_CERT_FILE:-}" "${TLS_KEY_FILE:-}"; do
-      [ -n "$file" ] && [ -r "$file" ] || { log "set both TLS_CERT_FILE and TLS_KEY_FILE to readable PEM files"; exit 1; }
-    done
+  if [ -n "${TLS_CERT_FILE:-}" ]; then  # both, readable: checked above
     cert=$TLS_CERT_FILE; key=$TLS_KEY_FILE
   else
     command -v openssl >/dev/null || { log "openssl is needed to make a certificate: install it, or set TLS_CERT_FILE and TLS_KEY_FILE"; exit 1; }
@@ -56,14 +58,20 @@ if ! docker secret inspect "$tls_cert_secret" >/dev/null 2>&1 || ! docker secret
     key=$(mktemp); cert=.build/swarm-tls/cert.pem
     trap 'rm -f "$key"' EXIT
     names="DNS:localhost,DNS:$(hostname),IP:127.0.0.1"
-    [ "${SWARM_ADVERTISE_ADDR:-127.0.0.1}" = 127.0.0.1 ] || names="$names,IP:$SWARM_ADVERTISE_ADDR"
+    advertised=${SWARM_ADVERTISE_ADDR:-127.0.0.1}; advertised=${advertised%:[0-9]*}  # an address, maybe with a port
+    if [ "$advertised" != 127.0.0.1 ] && [[ $advertised =~ ^[0-9.]+$ ]]; then names="$names,IP:$advertised"; fi
     openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$(hostname)" -addext "subjectAltName=$names" \
-      -keyout "$key" -out "$cert" 2>/dev/null
+      -keyout "$key" -out "$cert" 2>"$key.log" || { log "openssl could not make a certificate:"; cat "$key.log" >&2; exit 1; }
+    rm -f "$key.log"
     log "generated a self-signed certificate for $names (1 year): clients trust it with --cacert $cert"
   fi
   docker secret create "$tls_cert_secret" "$cert" >/dev/null
   docker secret create "$tls_key_secret" "$key" >/dev/null
   log "stored the HTTPS certificate and key as the swarm secrets $tls_cert_secret, $tls_key_secret"
+  cacert=$cert
+else
+  cacert=${TLS_CERT_FILE:-.build/swarm-tls/cert.pem}
+  log "the swarm secrets $tls_cert_secret, $tls_key_secret exist and are kept (make swarm-down removes them)"
 fi
 
 export MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-$HOME/.cache/huggingface}
@@ -119,5 +127,5 @@ done
 cat <<MSG
 
 Stack $stack is up on the swarm. HTTPS on port ${HTTP_PORT:-8080} of the node running the gateway (every interface):
-  curl --cacert .build/swarm-tls/cert.pem -X POST https://127.0.0.1:${HTTP_PORT:-8080}/encode -H "Authorization: Bearer \$API_KEY" -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
+  curl --cacert $cacert -X POST https://127.0.0.1:${HTTP_PORT:-8080}/encode -H "Authorization: Bearer \$API_KEY" -H 'Content-Type: application/json' -d '{"data":[{"text":"hello world"}]}'
 MSG

@@ -9,6 +9,8 @@ never exit (seen: the flow's teardown waited for ever).
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import numpy as np
 import pytest
@@ -138,6 +140,32 @@ def test_a_stream_that_turns_to_the_internal_endpoint_is_answered_up_to_it_then_
     assert [len(response.docs) for response in answered] == [1], 'the request before the refused one is answered'
     after = list(jina_pb2_grpc.JinaRPCStub(channel).Call(iter([data_request(['again'])]), metadata=KEY, timeout=60))
     assert [len(response.docs) for response in after] == [1]
+
+
+IN_ORDER = (*KEY, ('__results_in_order__', 'true'))  # what Jina's Client sends for results_in_order=True
+
+
+def test_results_in_order_a_refused_first_request_ends_the_call_at_once(channel):
+    """Jina, asked for results in order, waited for ever once the requests ended with every response sent."""
+    stream = iter([data_request(['x'], '/encode_unbatched'), data_request(['y'])])
+    error = refusal(lambda: list(jina_pb2_grpc.JinaRPCStub(channel).Call(stream, metadata=IN_ORDER, timeout=30)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+
+
+def test_results_in_order_a_stream_that_ends_after_its_answer_is_complete(channel):
+    """A client whose request stream closes only after its answer arrived (a producer that waits) gets the answer
+    and the end of the call, not a call held open until its deadline."""
+    answered = threading.Event()
+
+    def producer():
+        yield data_request(['only'])
+        answered.wait(timeout=60)  # the stream ends once its one answer is back
+
+    replies = []
+    for reply in jina_pb2_grpc.JinaRPCStub(channel).Call(producer(), metadata=IN_ORDER, timeout=90):
+        replies.append(reply)
+        answered.set()
+    assert [len(reply.docs) for reply in replies] == [1]
 
 
 def test_a_message_over_the_limit_is_refused_and_the_next_one_served(channel):

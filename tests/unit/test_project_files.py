@@ -49,18 +49,32 @@ def test_the_engine_setup_names_what_is_missing_where_it_cannot_install(tmp_path
     assert 'docs.docker.com/engine/install' in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize('key', ['change-me', 'x' * 31])
-def test_swarm_up_refuses_a_short_key_before_it_changes_anything(tmp_path, key):
-    """The swarm publishes the HTTP port on the network: a key under 32 characters is refused before any docker call
-    (a stand-in `docker` on PATH records every call)."""
+def swarm_up_without_docker(tmp_path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """scripts/swarm-up.sh with a stand-in `docker` on PATH that records every call (none should happen)."""
     bin_dir, calls = tmp_path / 'bin', tmp_path / 'docker-calls'
     bin_dir.mkdir()
     (bin_dir / 'docker').write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / 'docker').chmod(0o755)
     result = subprocess.run(
-        ['bash', str(REPO / 'scripts' / 'swarm-up.sh')],
-        env={'PATH': f'{bin_dir}:/usr/bin:/bin', 'API_KEY': key}, capture_output=True, text=True,
+        ['bash', str(REPO / 'scripts' / 'swarm-up.sh')], env={'PATH': f'{bin_dir}:/usr/bin:/bin', **env},
+        capture_output=True, text=True,
     )  # fmt: skip
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize('key', ['change-me', 'x' * 31])
+def test_swarm_up_refuses_a_short_key_before_it_changes_anything(tmp_path, key):
+    """The swarm publishes the HTTP port on the network: a key under 32 characters is refused before any docker
+    call."""
+    result, docker_calls = swarm_up_without_docker(tmp_path, API_KEY=key)
     assert result.returncode == 1
     assert f'API_KEY has {len(key)} characters: use at least 32, e.g. API_KEY=$(openssl rand -hex 32)' in result.stderr
-    assert not calls.exists(), calls.read_text()
+    assert docker_calls == []
+
+
+@pytest.mark.parametrize('tls', [{'TLS_CERT_FILE': '/nonexistent/cert.pem'}, {'TLS_KEY_FILE': __file__}])
+def test_swarm_up_refuses_half_or_unreadable_tls_files_before_it_changes_anything(tmp_path, tls):
+    result, docker_calls = swarm_up_without_docker(tmp_path, API_KEY='k' * 32, **tls)
+    assert result.returncode == 1
+    assert 'set both TLS_CERT_FILE and TLS_KEY_FILE to readable PEM files' in result.stderr, result.stderr
+    assert docker_calls == []
