@@ -102,10 +102,7 @@ def gateway_deployment(deployment: dict) -> dict:
     pod['volumes'].append({'name': 'api-key', 'secret': {'secretName': API_KEY_SECRET, 'defaultMode': 0o440}})
     container = pod['containers'][0]
     container['volumeMounts'] = [TMP_MOUNT, {'name': 'api-key', 'mountPath': SECRETS_DIR, 'readOnly': True}]
-    args = container['args']
-    ports = args[args.index('--port') + 1 : args.index('--port') + 3]
-    protocols = args[args.index('--protocol') + 1 : args.index('--protocol') + 3]
-    http_port = int(ports[protocols.index('HTTP')])
+    http_port = gateway_http_port(container['args'])
     container['startupProbe'] = {'httpGet': {'path': '/health', 'port': http_port}, 'periodSeconds': 2}
     # Ready once an encoder replica answers: a gateway without one is taken out of the Service.
     container['readinessProbe'] = {'httpGet': {'path': '/ready', 'port': http_port}, 'periodSeconds': 5}
@@ -114,42 +111,38 @@ def gateway_deployment(deployment: dict) -> dict:
     return deployment
 
 
+def ingress_policy(name: str, app: str, ingress: list[dict]) -> dict:
+    """A NetworkPolicy: the pods labelled `app` take only the `ingress` listed."""
+    return {
+        'apiVersion': 'networking.k8s.io/v1',
+        'kind': 'NetworkPolicy',
+        'metadata': {'name': name, 'namespace': NAMESPACE},
+        'spec': {'podSelector': {'matchLabels': {'app': app}}, 'policyTypes': ['Ingress'], 'ingress': ingress},
+    }
+
+
 def encoder_network_policy(statefulset: dict) -> dict:
     """Requests reach the encoder from the gateway's pods only; its metrics port stays open to scrapers."""
-    container = statefulset['spec']['template']['spec']['containers'][0]
-    args = container['args']
+    args = statefulset['spec']['template']['spec']['containers'][0]['args']
     metrics_port = int(args[args.index('--port-monitoring') + 1]) if '--port-monitoring' in args else None
     ingress = [{'from': [{'podSelector': {'matchLabels': {'app': 'gateway'}}}]}]
     if metrics_port:
         ingress.append({'ports': [{'port': metrics_port, 'protocol': 'TCP'}]})
-    return {
-        'apiVersion': 'networking.k8s.io/v1',
-        'kind': 'NetworkPolicy',
-        'metadata': {'name': 'encoder-from-gateway-only', 'namespace': NAMESPACE},
-        'spec': {
-            'podSelector': {'matchLabels': {'app': 'encoder'}},
-            'policyTypes': ['Ingress'],
-            'ingress': ingress,
-        },
-    }
+    return ingress_policy('encoder-from-gateway-only', 'encoder', ingress)
 
 
 def gateway_network_policy(deployment: dict) -> dict:
     """From outside the namespace, the gateway's HTTP port only; its gRPC and metrics ports from inside it."""
-    args = deployment['spec']['template']['spec']['containers'][0]['args']
+    http_port = gateway_http_port(deployment['spec']['template']['spec']['containers'][0]['args'])
+    ingress = [{'ports': [{'port': http_port, 'protocol': 'TCP'}]}, {'from': [{'podSelector': {}}]}]
+    return ingress_policy('gateway-http-from-anywhere', 'gateway', ingress)
+
+
+def gateway_http_port(args: list[str]) -> int:
+    """The HTTP one of the gateway's two ports (`--port A B` in the order of `--protocol GRPC HTTP`)."""
     ports = args[args.index('--port') + 1 : args.index('--port') + 3]
     protocols = args[args.index('--protocol') + 1 : args.index('--protocol') + 3]
-    http_port = int(ports[protocols.index('HTTP')])
-    return {
-        'apiVersion': 'networking.k8s.io/v1',
-        'kind': 'NetworkPolicy',
-        'metadata': {'name': 'gateway-http-from-anywhere', 'namespace': NAMESPACE},
-        'spec': {
-            'podSelector': {'matchLabels': {'app': 'gateway'}},
-            'policyTypes': ['Ingress'],
-            'ingress': [{'ports': [{'port': http_port, 'protocol': 'TCP'}]}, {'from': [{'podSelector': {}}]}],
-        },
-    }
+    return int(ports[protocols.index('HTTP')])
 
 
 def configmap(document: dict, deployment: str) -> dict:
