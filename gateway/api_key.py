@@ -7,16 +7,22 @@ import os
 
 
 def configured_api_key() -> str:
-    """API_KEY, or the contents of the file API_KEY_FILE names (a Docker swarm or Kubernetes secret)."""
+    """The key from the file API_KEY_FILE names (a compose, swarm or Kubernetes secret: the documented way, since an
+    environment value shows in `docker inspect`), or API_KEY. Both set is refused: which one guards would be a guess."""
     path = os.environ.get('API_KEY_FILE', '')
     if not path:
         return os.environ.get('API_KEY', '')
+    if os.environ.get('API_KEY', ''):
+        raise SystemExit('both API_KEY and API_KEY_FILE are set: keep one (a file keeps the key out of docker inspect)')
     try:
         key = open(path).read().strip()
     except OSError as error:
-        raise SystemExit(f'API_KEY_FILE={path} cannot be read ({error.strerror}): is the secret attached?') from None
+        raise SystemExit(
+            f'API_KEY_FILE={path} cannot be read ({error.strerror}): is the secret attached? The gateway runs as uid '
+            f'{os.getuid()}: the file must be readable by it (chown {os.getuid()} FILE, or chmod 644 FILE)'
+        ) from None
     if not key:
-        raise SystemExit(f'API_KEY_FILE={path} is empty: put the key in the secret (make swarm-up does, from API_KEY)')
+        raise SystemExit(f'API_KEY_FILE={path} is empty: put the key in it (e.g. openssl rand -hex 32 > FILE)')
     return key
 
 

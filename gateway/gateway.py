@@ -68,6 +68,7 @@ from settings import (
     HTTP_BATCHES_IN_FLIGHT,
     INLINE_TEXT_CHARS,
     KEEP_ALIVE_TIMEOUT_S,
+    MAX_GRPC_ANSWER_BYTES,
     MAX_GRPC_MESSAGE_BYTES,
     MAX_HEADER_BYTES,
     MAX_INPUTS_PER_REQUEST,
@@ -351,6 +352,7 @@ class EmbeddingGRPCGateway(GRPCGateway):
         options = dict(kwargs.pop('grpc_server_options', None) or {})
         # Jina's default is unlimited (-1) both ways: a client could make the gateway hold any message it sends.
         options.setdefault('grpc.max_receive_message_length', MAX_GRPC_MESSAGE_BYTES)
+        options.setdefault('grpc.max_send_message_length', MAX_GRPC_ANSWER_BYTES)
         super().__init__(grpc_server_options=options, **kwargs)
 
     def aio_tracing_server_interceptors(self):

@@ -23,6 +23,9 @@ MAX_INPUTS_PER_REQUEST = _int('MAX_INPUTS_PER_REQUEST', 2048)
 MAX_BODY_BYTES = _int('MAX_BODY_BYTES', 8 * 1024 * 1024)
 # One gRPC message to the gateway (a request of Jina's Client: `request_size` docs, 100 by default), as HTTP's body.
 MAX_GRPC_MESSAGE_BYTES = _int('MAX_GRPC_MESSAGE_BYTES', MAX_BODY_BYTES)
+# One gRPC answer from the gateway: the request's docs and their embeddings; the bound of the hop from the encoder
+# (flow.yml's grpc_channel_options), so that whatever the encoder may answer, the gateway may pass on.
+MAX_GRPC_ANSWER_BYTES = _int('MAX_GRPC_ANSWER_BYTES', 64 * 1024 * 1024)
 # A request's head (request line + headers); past it: 431. uvicorn's h11 default for an incomplete head, also used
 # for a head that arrives whole (h11 parses that at any size).
 MAX_HEADER_BYTES = _int('MAX_HEADER_BYTES', 16 * 1024)

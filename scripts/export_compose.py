@@ -31,6 +31,8 @@ FLOW = REPO / 'flow.yml'
 GATEWAY_IMAGE = 'sentence-gateway:3.33.1'  # jina's version: the gateway image is jina itself
 HEADER = '# generated from flow.yml by {generator} (make export) - do not edit\n'
 
+API_KEY_SECRET = 'sentence_encoder_api_key'
+
 # uses_with keys that the environment (or .env) may override, as ENV_NAME; the flow.yml value is the default.
 OVERRIDABLE_USES_WITH = {
     'model': 'ENCODER_MODEL',
@@ -244,7 +246,10 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             'JINA_LOG_LEVEL=${JINA_LOG_LEVEL:-INFO}',
             # The served model's name (GET /v1/models) and its tokenizer (usage counts) must match the encoder's.
             f'ENCODER_MODEL=${{ENCODER_MODEL:-{model}}}',
+            # The key: from a file (API_KEY_FILE on the host, attached as the compose secret below, so that it stays
+            # out of `docker inspect`), or for convenience the environment value API_KEY. Empty when no file is given.
             'API_KEY=${API_KEY:-}',
+            'API_KEY_FILE=${API_KEY_FILE:+/run/secrets/api_key}',
             # Without a key, requests under DNS names other than localhost and gateway are refused (DNS rebinding: a
             # web page's own name made to resolve to this host); ALLOWED_HOSTS names others (gateway/http_origin.py).
             'ALLOWED_HOSTS=${ALLOWED_HOSTS:-}',
@@ -271,6 +276,7 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
         ],
         # Read-only: the gateway only reads the tokenizer from the cache the encoder's weights come from.
         'volumes': ['${MODEL_CACHE_DIR:-~/.cache/huggingface}:/home/gateway/.cache/huggingface:ro'],
+        'secrets': [{'source': API_KEY_SECRET, 'target': 'api_key'}],
         'ports': [published(grpc_port, 'GRPC_PORT'), published(http_port, 'HTTP_PORT')],
         'depends_on': {name: {'condition': 'service_healthy'} for name in encoder_names},
         'healthcheck': {
@@ -317,7 +323,14 @@ def build_compose_files(flow: dict, context: str = '.') -> tuple[dict, dict]:
     services = {name: encoder_service(cpu['services'][name], i, context) for i, name in enumerate(encoder_names)}
     model = flow['executors'][0].get('uses_with', {}).get('model', 'sentence-transformers/all-MiniLM-L6-v2')
     services['gateway'] = gateway_service(cpu['services']['gateway'], encoder_names, model, context)
-    compose = {'name': 'sentence-encoder', 'services': services, 'networks': cpu['networks']}
+    compose = {
+        'name': 'sentence-encoder',
+        'services': services,
+        'networks': cpu['networks'],
+        # Compose bind-mounts a file secret at /run/secrets/<target>. Without API_KEY_FILE, /dev/null: always there,
+        # and the gateway does not read it (its API_KEY_FILE is empty then).
+        'secrets': {API_KEY_SECRET: {'file': '${API_KEY_FILE:-/dev/null}'}},
+    }
 
     overlay_services = {}
     for i, name in enumerate(encoder_names):

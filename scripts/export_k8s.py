@@ -5,7 +5,10 @@ This script then fixes and completes them for production:
 
 - probes that cost milliseconds (the images' healthcheck.py, HTTP /ready and /health) instead of `jina ping`;
 - the model cache as a PersistentVolumeClaim per encoder replica (the Kubernetes counterpart of the `~/.cache`
-  bind mount: weights download once per claim; the exporter writes the compose-style volume string as a mountPath);
+  bind mount; the exporter writes the compose-style volume string as a mountPath), filled once by an init container
+  from the tools image (scripts/fill_model_cache.py: the hub at a pinned revision, checked against the pinned
+  checksums, or the packaged copy), so that the encoder runs with HF_HUB_OFFLINE=1 and never downloads at start;
+  the gateway's tokenizer (exact usage counts) from its own emptyDir cache, filled the same way;
 - resource requests and limits, a termination grace period above the gateway's drain, and the lock-down of
   compose.yml: non-root, a read-only root with an emptyDir /tmp as HOME, no capabilities, no service-account token;
 - the API key from a Secret the operator creates (never in the repository), mounted as a file the gateway reads
@@ -24,6 +27,7 @@ This script then fixes and completes them for production:
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -53,6 +57,27 @@ TMP_MOUNT = {'name': 'tmp', 'mountPath': '/tmp'}
 # `kubectl -n sentence-encoder create secret generic sentence-encoder-api-key --from-literal=api_key=...` (README).
 API_KEY_SECRET = 'sentence-encoder-api-key'
 SECRETS_DIR = '/run/secrets'
+TOOLS_IMAGE = 'sentence-tools:cpu'  # scripts/build-images.sh tools: the encoder image plus fill_model_cache.py
+
+
+def cache_filler(model: str, cache_mount: dict, openvino: bool) -> dict:
+    """An init container that puts the model into the cache volume once (a later start finds it and exits)."""
+    args = ['/app/fill_model_cache.py', '--model', model, '--cache-dir', f'{cache_mount["mountPath"]}/hub']
+    return {
+        'name': 'fill-model-cache',
+        'image': TOOLS_IMAGE,
+        'args': args if openvino else [*args, '--no-openvino'],
+        'env': [{'name': 'HOME', 'value': '/tmp'}, {'name': 'JINA_OPTOUT_TELEMETRY', 'value': '1'}],
+        'securityContext': CONTAINER_SECURITY,
+        'resources': {'requests': {'cpu': '250m', 'memory': '512Mi'}, 'limits': {'memory': '2Gi'}},
+        'volumeMounts': [cache_mount, TMP_MOUNT],
+    }
+
+
+def served_model(container: dict) -> str:
+    """The encoder's model, from the exporter's --uses-with (flow.yml's uses_with)."""
+    args = container['args']
+    return json.loads(args[args.index('--uses-with') + 1])['model']
 
 
 def locked_down(pod: dict) -> dict:
@@ -86,7 +111,9 @@ def encoder_statefulset(statefulset: dict) -> dict:
     container['readinessProbe'] = {**probe, 'periodSeconds': 5, 'failureThreshold': 2}
     container['livenessProbe'] = {**probe, 'periodSeconds': 10, 'failureThreshold': 3}
     container['resources'] = {'requests': {'cpu': '1', 'memory': '1Gi'}, 'limits': {'memory': '4Gi'}}
-    container['volumeMounts'] = [{'name': 'model-cache', 'mountPath': '/home/encoder/.cache/huggingface'}, TMP_MOUNT]
+    cache = {'name': 'model-cache', 'mountPath': '/home/encoder/.cache/huggingface'}
+    container['volumeMounts'] = [{**cache, 'readOnly': True}, TMP_MOUNT]
+    pod['initContainers'] = [cache_filler(served_model(container), cache, openvino=True)]
     spec['volumeClaimTemplates'] = [
         {
             'metadata': {'name': 'model-cache'},
@@ -97,11 +124,20 @@ def encoder_statefulset(statefulset: dict) -> dict:
     return statefulset
 
 
-def gateway_deployment(deployment: dict) -> dict:
+def gateway_deployment(deployment: dict, model: str) -> dict:
     pod = locked_down(deployment['spec']['template']['spec'])
     pod['volumes'].append({'name': 'api-key', 'secret': {'secretName': API_KEY_SECRET, 'defaultMode': 0o440}})
+    # The tokenizer, for exact usage counts and cutting texts as the model does: its own small cache (the encoder's
+    # claims are one per replica, ReadWriteOnce), filled at the pod's start without the OpenVINO IR.
+    pod['volumes'].append({'name': 'model-cache', 'emptyDir': {'sizeLimit': '512Mi'}})
+    cache = {'name': 'model-cache', 'mountPath': '/home/gateway/.cache/huggingface'}
+    pod['initContainers'] = [cache_filler(model, cache, openvino=False)]
     container = pod['containers'][0]
-    container['volumeMounts'] = [TMP_MOUNT, {'name': 'api-key', 'mountPath': SECRETS_DIR, 'readOnly': True}]
+    container['volumeMounts'] = [
+        TMP_MOUNT,
+        {'name': 'api-key', 'mountPath': SECRETS_DIR, 'readOnly': True},
+        {**cache, 'readOnly': True},
+    ]
     http_port = gateway_http_port(container['args'])
     container['startupProbe'] = {'httpGet': {'path': '/health', 'port': http_port}, 'periodSeconds': 2}
     # Ready once an encoder replica answers: a gateway without one is taken out of the Service.
@@ -146,11 +182,9 @@ def gateway_http_port(args: list[str]) -> int:
 
 
 def configmap(document: dict, deployment: str) -> dict:
-    if deployment == 'encoder':
-        # The claim starts empty and clusters usually reach the hub: the first start of a replica downloads the
-        # model into its claim, later starts find it there (set '1' for air-gapped clusters with a pre-filled claim).
-        document['data']['HF_HUB_OFFLINE'] = '0'
-    else:
+    # The init containers fill the caches: the encoder and the gateway never reach the hub themselves.
+    document['data']['HF_HUB_OFFLINE'] = '1'
+    if deployment != 'encoder':
         document['data']['API_KEY_FILE'] = f'{SECRETS_DIR}/api_key'
         document['data']['DRAIN_TIMEOUT_S'] = '20'
         # The gateway's joining of concurrent HTTP requests (gateway/coalescer.py), as compose.yml sets it.
@@ -159,7 +193,7 @@ def configmap(document: dict, deployment: str) -> dict:
     return document
 
 
-def completed(documents: list[dict], deployment: str) -> list[dict]:
+def completed(documents: list[dict], deployment: str, model: str) -> list[dict]:
     out = []
     for document in documents:
         kind = document['kind']
@@ -169,7 +203,7 @@ def completed(documents: list[dict], deployment: str) -> list[dict]:
             document = encoder_statefulset(document)
             out.append(encoder_network_policy(document))
         elif kind == 'Deployment':
-            document = gateway_deployment(document)
+            document = gateway_deployment(document, model)
             out.append(gateway_network_policy(document))
         elif kind == 'ConfigMap':
             document = configmap(document, deployment)
@@ -203,16 +237,24 @@ def gpu_patch(gpu_documents: list[dict]) -> dict:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value shared by two containers twice, not as a YAML anchor and alias (harder to read and review)."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def render(documents: list[dict]) -> str:
-    return HEADER + '---\n'.join(yaml.safe_dump(d, sort_keys=False, width=1000) for d in documents)
+    return HEADER + '---\n'.join(yaml.dump(d, Dumper=_PlainDumper, sort_keys=False, width=1000) for d in documents)
 
 
 def build_outputs(flow: dict) -> dict[Path, str]:
     cpu, gpu = jina_k8s_export(flow), jina_k8s_export(gpu_flow(flow))
     namespace = {'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': NAMESPACE}}
     outputs = {OUTPUT / 'namespace.yml': render([namespace])}
+    model = flow['executors'][0]['uses_with']['model']
     for deployment in sorted(cpu):
-        outputs[OUTPUT / deployment / f'{deployment}.yml'] = render(completed(cpu[deployment], deployment))
+        outputs[OUTPUT / deployment / f'{deployment}.yml'] = render(completed(cpu[deployment], deployment, model))
     kustomize = {'apiVersion': 'kustomize.config.k8s.io/v1beta1', 'kind': 'Kustomization'}
     resources = [str(path.relative_to(OUTPUT)) for path in outputs]
     outputs[OUTPUT / 'kustomization.yaml'] = render([{**kustomize, 'resources': resources}])

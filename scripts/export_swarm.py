@@ -69,7 +69,7 @@ def swarm_gateway(service: dict, encoder_port: str) -> dict:
     command[at] = json.dumps({deployment: [discovery]})
     http_port = command[command.index('--port') + 2]
     # The key comes from a secret; the HTTP port is published on every interface of the node (host mode).
-    environment = [line for line in service['environment'] if not line.startswith('API_KEY=')]
+    environment = [line for line in service['environment'] if not line.startswith(('API_KEY=', 'API_KEY_FILE='))]
     return {
         'image': service['image'],
         'entrypoint': service['entrypoint'],
@@ -142,7 +142,14 @@ def main() -> None:
     args = parser.parse_args()
     swarm = build_swarm_file(yaml.safe_load(FLOW.read_text()))
     title = 'Docker swarm: make swarm-up (docker stack deploy -c swarm.yml)'
-    outputs = {REPO / 'swarm.yml': render(swarm, title, generator='scripts/export_swarm.py')}
+    network = next(iter(swarm['networks']))
+    # Docker encrypts an overlay whose options name `encrypted`, whatever the value: so a file to add, not a variable.
+    encrypted = {'networks': {network: {'driver_opts': {'encrypted': ''}}}}
+    encrypted_title = 'The overlay encrypted (IPsec ESP between nodes): ENCRYPT_OVERLAY=1 make swarm-up'
+    outputs = {
+        REPO / 'swarm.yml': render(swarm, title, generator='scripts/export_swarm.py'),
+        REPO / 'swarm.encrypted.yml': render(encrypted, encrypted_title, generator='scripts/export_swarm.py'),
+    }
     write_or_check(outputs, args.check, 'make export')
 
 

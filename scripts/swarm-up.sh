@@ -22,6 +22,10 @@ if [ -n "${API_KEY:-}" ] && [ "${#API_KEY}" -lt "$MIN_KEY_LENGTH" ]; then
   log "API_KEY has ${#API_KEY} characters: use at least $MIN_KEY_LENGTH, e.g. API_KEY=\$(openssl rand -hex 32)"
   exit 1
 fi
+case "${ENCRYPT_OVERLAY:-0}" in
+  0|1) ;;
+  *) log "ENCRYPT_OVERLAY is 0 or 1, not '$ENCRYPT_OVERLAY'"; exit 1 ;;
+esac
 if [ -n "${TLS_CERT_FILE:-}${TLS_KEY_FILE:-}" ]; then
   for file in "${TLS_CERT_FILE:-}" "${TLS_KEY_FILE:-}"; do
     [ -n "$file" ] && [ -r "$file" ] || { log "set both TLS_CERT_FILE and TLS_KEY_FILE to readable PEM files"; exit 1; }
@@ -84,7 +88,14 @@ if [ -z "${ENCODER_REPLICAS_PER_NODE:-}" ]; then
   export ENCODER_REPLICAS_PER_NODE=$(( (wanted + nodes) / nodes ))  # ceil((replicas + 1) / nodes)
 fi
 deployed_at=$(date +%s)
-docker stack deploy --prune --resolve-image never -c swarm.yml "$stack" >/dev/null
+stack_files=(-c swarm.yml)
+# ENCRYPT_OVERLAY=1: IPsec (ESP) between the nodes on the overlay, for the gateway-encoder hop and any container
+# attached to it. Off by default: it needs ESP in every node's kernel (the CI nodes' kernel has none: the overlay
+# would carry nothing), and it applies when the network is created (make swarm-down first to change it).
+if [ "${ENCRYPT_OVERLAY:-0}" = 1 ]; then
+  stack_files+=(-c swarm.encrypted.yml); log "the overlay network is encrypted (ENCRYPT_OVERLAY=1)"
+fi
+docker stack deploy --prune --resolve-image never "${stack_files[@]}" "$stack" >/dev/null
 
 # Converged: every service runs as many tasks as it wants, each created from the service's current spec (so a
 # redeploy waits for the rolling update it started) and healthy (swarm counts a task with a healthcheck as running

@@ -34,9 +34,23 @@ MAX_MESSAGE = 64 * 1024
 
 
 @pytest.fixture(scope='module')
-def keyed_stack(images_built, filled_model_cache):
-    with own_stack('api-key', filled_model_cache, API_KEY=API_KEY, MAX_GRPC_MESSAGE_BYTES=str(MAX_MESSAGE)) as stack:
+def keyed_stack(images_built, filled_model_cache, tmp_path_factory):
+    """The key given the documented way: a file (API_KEY_FILE), attached as a compose secret."""
+    key_file = tmp_path_factory.mktemp('secrets') / 'api_key'
+    key_file.write_text(API_KEY + '\n')
+    key_file.chmod(0o644)  # the gateway runs as uid 1000; the tests may run as root
+    with own_stack(
+        'api-key', filled_model_cache, API_KEY_FILE=str(key_file), MAX_GRPC_MESSAGE_BYTES=str(MAX_MESSAGE)
+    ) as stack:
         yield stack
+
+
+def test_the_key_file_stays_out_of_the_containers_environment(keyed_stack):
+    inspected = keyed_stack.container('gateway').attrs
+    assert API_KEY not in ' '.join(inspected['Config']['Env'])
+    assert 'API_KEY_FILE=/run/secrets/api_key' in inspected['Config']['Env']
+    (secret,) = [m for m in inspected['Mounts'] if m['Destination'] == '/run/secrets/api_key']
+    assert secret['RW'] is False
 
 
 @pytest.fixture

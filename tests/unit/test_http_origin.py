@@ -10,7 +10,7 @@ import pytest
 from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'gateway'))
-from api_key import bearer_matches  # noqa: E402
+from api_key import bearer_matches, configured_api_key  # noqa: E402
 from http_origin import declared_json, host_allow_list, host_name  # noqa: E402
 
 
@@ -68,3 +68,35 @@ def test_bearer_matches(authorization, matches):
 
 def test_no_key_configured_matches_nothing():
     assert not bearer_matches('Bearer ', '') and not bearer_matches('Bearer x', '')
+
+
+def test_key_from_the_file_api_key_file_names(tmp_path, monkeypatch):
+    secret = tmp_path / 'api_key'
+    secret.write_text(KEY + '\n')
+    monkeypatch.delenv('API_KEY', raising=False)
+    monkeypatch.setenv('API_KEY_FILE', str(secret))
+    assert configured_api_key() == KEY
+
+
+@pytest.mark.parametrize(
+    ('contents', 'api_key', 'refusal'),
+    [('', '', 'is empty'), ('\n', '', 'is empty'), (None, '', 'cannot be read'),
+     (KEY, KEY, 'both API_KEY and API_KEY_FILE')],
+)  # fmt: skip
+def test_a_key_file_that_cannot_serve_stops_the_gateway(tmp_path, monkeypatch, contents, api_key, refusal):
+    """A key file that was meant but gives no key must not start a gateway without one."""
+    secret = tmp_path / 'api_key'
+    if contents is not None:
+        secret.write_text(contents)
+    monkeypatch.setenv('API_KEY', api_key)
+    monkeypatch.setenv('API_KEY_FILE', str(secret))
+    with pytest.raises(SystemExit, match=refusal):
+        configured_api_key()
+
+
+def test_without_a_file_the_environment_value(monkeypatch):
+    monkeypatch.delenv('API_KEY_FILE', raising=False)
+    monkeypatch.setenv('API_KEY', KEY)
+    assert configured_api_key() == KEY
+    monkeypatch.setenv('API_KEY_FILE', '')  # compose's `${API_KEY_FILE:+...}` when no file is given
+    assert configured_api_key() == KEY

@@ -122,7 +122,8 @@ def test_the_model_cache_is_a_claim_mounted_where_the_encoder_reads_it():
     statefulset = kind('StatefulSet')
     (claim,) = statefulset['spec']['volumeClaimTemplates']
     mounts = statefulset['spec']['template']['spec']['containers'][0]['volumeMounts']
-    assert {'name': claim['metadata']['name'], 'mountPath': '/home/encoder/.cache/huggingface'} in mounts
+    cache = {'name': claim['metadata']['name'], 'mountPath': '/home/encoder/.cache/huggingface', 'readOnly': True}
+    assert cache in mounts
 
 
 def merged(base: dict, patch: dict) -> dict:
@@ -154,3 +155,44 @@ def test_the_gpu_overlay_gives_each_encoder_replica_one_gpu_and_cuda():
     assert container['resources']['limits']['nvidia.com/gpu'] == 1
     assert container['resources']['limits']['memory'] == '4Gi', 'the patch adds to the base limits'
     assert container['image'].endswith(':gpu') and '"device": "cuda"' in ' '.join(container['args'])
+
+
+def test_the_model_cache_is_filled_once_by_an_init_container_and_read_offline():
+    """Neither long-running container reaches the hub: an init container from the tools image fills the cache (the
+    hub at the pinned revision, or the packaged copy), the encoder and the gateway mount it read-only."""
+    encoder_pod = kind('StatefulSet')['spec']['template']['spec']
+    gateway_pod = kind('Deployment')['spec']['template']['spec']
+    model = 'sentence-transformers/all-MiniLM-L6-v2'
+    for pod, home, openvino in ((encoder_pod, '/home/encoder', True), (gateway_pod, '/home/gateway', False)):
+        (filler,) = pod['initContainers']
+        (container,) = pod['containers']
+        cache = f'{home}/.cache/huggingface'
+        assert filler['image'] == 'sentence-tools:cpu'
+        assert filler['args'][:5] == ['/app/fill_model_cache.py', '--model', model, '--cache-dir', f'{cache}/hub']
+        assert ('--no-openvino' not in filler['args']) is openvino, 'the gateway needs the tokenizer only'
+        assert {'name': 'model-cache', 'mountPath': cache} in filler['volumeMounts']
+        assert {'name': 'model-cache', 'mountPath': cache, 'readOnly': True} in container['volumeMounts']
+        assert filler['securityContext'] == container['securityContext']
+    assert {'name': 'model-cache', 'emptyDir': {'sizeLimit': '512Mi'}} in gateway_pod['volumes']
+    for configmap in (doc for doc in base_documents() if doc['kind'] == 'ConfigMap'):
+        assert configmap['data']['HF_HUB_OFFLINE'] == '1', configmap['metadata']['name']
+    tools_dockerfile = (REPO / 'executor' / 'tools.Dockerfile').read_text()
+    assert 'COPY scripts/fill_model_cache.py /app/fill_model_cache.py' in tools_dockerfile
+    assert '!scripts/fill_model_cache.py' in (REPO / '.dockerignore').read_text().splitlines()
+
+
+def test_every_grpc_hop_bounds_its_messages():
+    """Jina leaves gRPC messages unlimited (-1); the gateway's channels to the encoder and the encoder's server are
+    bounded alike (flow.yml), in every export."""
+    import json
+
+    bound = {'grpc.max_send_message_length': 67108864, 'grpc.max_receive_message_length': 67108864}
+    encoder_args = kind('StatefulSet')['spec']['template']['spec']['containers'][0]['args']
+    gateway_args = kind('Deployment')['spec']['template']['spec']['containers'][0]['args']
+    assert json.loads(encoder_args[encoder_args.index('--grpc-server-options') + 1]) == bound
+    assert json.loads(gateway_args[gateway_args.index('--grpc-channel-options') + 1]) == bound
+    for path in ('compose.yml', 'swarm.yml'):
+        services = yaml.safe_load((REPO / path).read_text())['services']
+        encoder, gateway = services['encoder']['command'], services['gateway']['command']
+        assert json.loads(encoder[encoder.index('--grpc-server-options') + 1]) == bound, path
+        assert json.loads(gateway[gateway.index('--grpc-channel-options') + 1]) == bound, path

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from helpers import REPO
 
 
@@ -20,7 +21,7 @@ def test_compose_and_swarm_files_are_in_sync_with_flow_yml(exporter):
 
 
 def test_compose_and_swarm_files_say_they_are_generated():
-    for name in ('compose.yml', 'compose.gpu.yml', 'swarm.yml'):
+    for name in ('compose.yml', 'compose.gpu.yml', 'swarm.yml', 'swarm.encrypted.yml'):
         assert (REPO / name).read_text().startswith('# generated from flow.yml'), name
 
 
@@ -77,4 +78,26 @@ def test_swarm_up_refuses_half_or_unreadable_tls_files_before_it_changes_anythin
     result, docker_calls = swarm_up_without_docker(tmp_path, API_KEY='k' * 32, **tls)
     assert result.returncode == 1
     assert 'set both TLS_CERT_FILE and TLS_KEY_FILE to readable PEM files' in result.stderr, result.stderr
+    assert docker_calls == []
+
+
+@pytest.mark.parametrize(('setting', 'files'), [('0', '-c swarm.yml'), ('1', '-c swarm.yml -c swarm.encrypted.yml')])
+def test_swarm_up_encrypts_the_overlay_when_asked(tmp_path, setting, files):
+    """ENCRYPT_OVERLAY=1 deploys with the overlay that turns on Docker's IPsec; 0 (the default) without it."""
+    result, docker_calls = swarm_up_without_docker(
+        tmp_path, API_KEY='k' * 32, TLS_CERT_FILE=__file__, TLS_KEY_FILE=__file__, HOME=str(tmp_path),
+        ENCRYPT_OVERLAY=setting, WAIT_TIMEOUT='5',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f'stack deploy --prune --resolve-image never {files} sentence-encoder' in docker_calls
+    encrypted = yaml.safe_load((REPO / 'swarm.encrypted.yml').read_text())
+    assert encrypted == {'networks': {'jina-network': {'driver_opts': {'encrypted': ''}}}}
+
+
+def test_swarm_up_refuses_an_unknown_encrypt_overlay_value(tmp_path):
+    result, docker_calls = swarm_up_without_docker(
+        tmp_path, API_KEY='k' * 32, TLS_CERT_FILE=__file__, TLS_KEY_FILE=__file__, HOME=str(tmp_path),
+        ENCRYPT_OVERLAY='yes',
+    )  # fmt: skip
+    assert result.returncode == 1 and "ENCRYPT_OVERLAY is 0 or 1, not 'yes'" in result.stderr
     assert docker_calls == []
