@@ -50,24 +50,31 @@ from jina.serve.runtimes.gateway.gateway import BaseGateway
 from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
+from model_info import ModelInfo, read_model_info
 from openai_shapes import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, native_error, openai_error
 from readiness import EncoderReadiness
 from request_checks import (
     EncodeRequest,
     OpenAIRequest,
     RequestProblem,
+    TEIRequest,
     check_encode_request,
     check_openai_request,
+    check_tei_request,
     parse_and_check,
 )
 from settings import (
     ACCESS_LOG,
+    AUTO_TRUNCATE,
+    DEFAULT_PROMPT_NAME,
     DRAIN_TIMEOUT_S,
     HTTP_BATCH_MAX_DOCS,
     HTTP_BATCH_WAIT_MS,
     HTTP_BATCHES_IN_FLIGHT,
     INLINE_TEXT_CHARS,
     KEEP_ALIVE_TIMEOUT_S,
+    MATRYOSHKA_DIMENSIONS,
+    MAX_CONCURRENT_REQUESTS,
     MAX_GRPC_ANSWER_BYTES,
     MAX_GRPC_MESSAGE_BYTES,
     MAX_HEADER_BYTES,
@@ -78,7 +85,8 @@ from settings import (
     TLS_CERT_FILE,
     TLS_KEY_FILE,
 )
-from token_counting import TokenCounter
+from tei_shapes import TEI_ROUTES, EmbedRequest, SimpleToken, TEIError, TokenizeRequest, tei_error
+from token_counting import COUNTED_CHARS, TokenCounter
 
 ENCODE_ENDPOINT = '/encode'
 OPENAI_EMBEDDINGS = '/v1/embeddings'
@@ -102,7 +110,12 @@ class EmbeddingHTTPGateway(HTTPGateway):
     @property
     def app(self) -> FastAPI:
         app = super().app  # Jina builds a new app on each access; setup_server takes it once
-        self._token_counter = getattr(self, '_token_counter', None) or TokenCounter(MODEL_NAME, MAX_TOKENS_PER_INPUT)
+        # The model's own limit, dimension and prompts, from its files; a default prompt or Matryoshka dimensions it
+        # cannot serve stop the gateway here, saying why.
+        self._model = getattr(self, '_model', None) or read_model_info(
+            MODEL_NAME, MAX_TOKENS_PER_INPUT, DEFAULT_PROMPT_NAME, MATRYOSHKA_DIMENSIONS
+        )
+        self._token_counter = getattr(self, '_token_counter', None) or TokenCounter(MODEL_NAME, self._model.max_tokens)
         if not self._token_counter.exact:
             self.logger.warning(f'no tokenizer.json for {MODEL_NAME} in the HF cache: usage counts are estimates')
         self._coalescer = getattr(self, '_coalescer', None) or RequestCoalescer(
@@ -144,8 +157,24 @@ class EmbeddingHTTPGateway(HTTPGateway):
         async def models() -> dict:
             return {
                 'object': 'list',
-                'data': [{'id': MODEL_NAME, 'object': 'model', 'owned_by': 'sentence-transformers'}],
+                'data': [{'id': self._model.name, 'object': 'model', 'owned_by': 'sentence-transformers'}],
             }
+
+        @app.get('/info', tags=['tei'], summary="The served model and the server's limits, in TEI's shape")
+        async def info() -> dict:
+            return tei_info(self._model)
+
+        @app.post('/embed', tags=['tei'], summary="Embeddings in TEI's shape", response_model=list[list[float]],
+                  responses={413: {'model': TEIError}, 422: {'model': TEIError}, 429: {'model': TEIError}})  # fmt: skip
+        async def embed(body: EmbedRequest):
+            """Documents TEI's /embed in /docs; answered by the guard (answer_embedding_request)."""
+            raise AssertionError('answered by HTTPGuard')
+
+        @app.post('/tokenize', tags=['tei'], summary="The model's tokens of each text, in TEI's shape",
+                  response_model=list[list[SimpleToken]], responses={422: {'model': TEIError}})  # fmt: skip
+        async def tokenize(body: TokenizeRequest):
+            """Documents TEI's /tokenize in /docs; answered by the guard (answer_embedding_request)."""
+            raise AssertionError('answered by HTTPGuard')
 
         @app.post(
             OPENAI_EMBEDDINGS,
@@ -162,12 +191,25 @@ class EmbeddingHTTPGateway(HTTPGateway):
     # -- the one request path of POST /encode and POST /v1/embeddings
 
     async def answer_embedding_request(self, path: str, body: bytes) -> Response:
+        model = self._model
         if path == OPENAI_EMBEDDINGS:
             try:
-                request = parse_and_check(body, lambda parsed: check_openai_request(parsed, MAX_INPUTS_PER_REQUEST))
+                request = parse_and_check(
+                    body, lambda parsed: check_openai_request(parsed, MAX_INPUTS_PER_REQUEST, model)
+                )
             except RequestProblem as problem:
                 return openai_error(400, problem.message, problem.param)
             return await self.answer_openai(request)
+        if path in TEI_ROUTES:
+            try:
+                request = parse_and_check(
+                    body, lambda parsed: check_tei_request(parsed, path, MAX_INPUTS_PER_REQUEST, model)
+                )
+            except RequestProblem as problem:
+                return tei_error(422, problem.message)
+            if path == '/tokenize':
+                return await self.answer_tokenize(request)
+            return await self.answer_tei_embed(request)
         try:
             request = parse_and_check(
                 body, lambda parsed: check_encode_request(parsed, MAX_INPUTS_PER_REQUEST, self._executor_names())
@@ -177,28 +219,60 @@ class EmbeddingHTTPGateway(HTTPGateway):
         return await self.answer_encode(request)
 
     async def answer_openai(self, request: OpenAIRequest) -> Response:
-        texts, tokens = await self._prepare(request.texts, count=True)
+        try:
+            texts, tokens = await self._prepare(request.texts, request.prompt, AUTO_TRUNCATE, count=True)
+        except RequestProblem as problem:
+            return openai_error(400, problem.message, 'input')
         try:
             vectors = await self._coalescer.encode(texts, EncodeOptions(), [f'input[{i}]' for i in range(len(texts))])
         except EncoderRefused as error:
             return openai_error(error.status, str(error), 'input' if error.input_fault else None, error.headers)
+        vectors = shortened(vectors, request.dimensions, self._model.normalized)
         payload = {
             'object': 'list',
             'data': [
                 {'index': i, 'object': 'embedding', 'embedding': encode_vector(vector, request.encoding_format)}
                 for i, vector in enumerate(vectors)
             ],
-            'model': MODEL_NAME,
+            'model': self._model.name,
             'usage': {'prompt_tokens': tokens, 'total_tokens': tokens},
         }
         # Rendered here, not by FastAPI: checking and converting a response_model of 32 x 384 floats took 70% of
         # the gateway's CPU (py-spy), which the encoder, on the same cores, then lacked.
         return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
 
+    async def answer_tei_embed(self, request: TEIRequest) -> Response:
+        """POST /embed in TEI's shape: a list with one vector per text, in order."""
+        truncate = AUTO_TRUNCATE if request.truncate is None else request.truncate
+        try:
+            texts, _ = await self._prepare(request.texts, request.prompt, truncate, count=False)
+        except RequestProblem as problem:
+            return tei_error(413, problem.message)  # TEI's status for an input over the model's limit
+        try:
+            names = [f'inputs[{i}]' for i in range(len(texts))]
+            vectors = await self._coalescer.encode(texts, EncodeOptions(normalize=request.normalize), names)
+        except EncoderRefused as error:
+            return tei_error(422 if error.input_fault else error.status, str(error), error.headers)
+        vectors = shortened(vectors, request.dimensions, self._model.normalized and request.normalize)
+        return Response(orjson.dumps(vectors, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
+
+    async def answer_tokenize(self, request: TEIRequest) -> Response:
+        """POST /tokenize in TEI's shape: per text, its tokens (id, text, special, start, stop), the prompt's first."""
+        counter = self._token_counter
+        if not counter.exact:
+            return tei_error(503, f'no tokenizer.json for {self._model.name} in the gateway\'s model cache: '
+                             'fill it (make model)', {'Retry-After': '60'})  # fmt: skip
+        texts = [request.prompt + text for text in request.texts]
+        tokens = await asyncio.to_thread(lambda: [counter.tokens(text, request.add_special_tokens) for text in texts])
+        return Response(orjson.dumps(tokens), media_type='application/json')
+
     async def answer_encode(self, request: EncodeRequest) -> Response:
         """POST /encode in Jina's reply shape: every doc as sent (id, text, url), with its embedding, in order."""
         docs = request.docs
-        texts, _ = await self._prepare(request.texts, count=False)
+        try:
+            texts, _ = await self._prepare(request.texts, '', AUTO_TRUNCATE, count=False)
+        except RequestProblem as problem:
+            return native_error(422, problem.message)
         try:
             names = [doc.get('id') or f'#{position}' for position, doc in enumerate(docs)]
             vectors = await self._coalescer.encode(texts, request.options, names) if texts else []
@@ -214,12 +288,17 @@ class EmbeddingHTTPGateway(HTTPGateway):
         }
         return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
 
-    async def _prepare(self, texts: list[str], count: bool) -> tuple[list[str], int]:
-        """The texts cut to what the model reads, and (count) their tokens for `usage`. Long ones in a worker
-        thread: tokenising even a cut 8 MB text's prefixes takes milliseconds the event loop cannot spare."""
+    async def _prepare(self, texts: list[str], prompt: str, truncate: bool, count: bool) -> tuple[list[str], int]:
+        """The texts after the prompt, cut to what the model reads (truncate; else RequestProblem naming each text
+        over the limit), and (count) their tokens for `usage`, the prompt's included. Long ones in a worker thread:
+        tokenising even a cut 8 MB text's prefixes takes milliseconds the event loop cannot spare."""
         counter = self._token_counter
+        if prompt:
+            texts = [prompt + text for text in texts]
 
         def prepare() -> tuple[list[str], int]:
+            if not truncate:
+                refuse_texts_over_the_limit(counter, texts)
             cut = counter.cut(texts)
             return cut, counter.count(cut) if count else 0
 
@@ -311,6 +390,55 @@ class EmbeddingHTTPGateway(HTTPGateway):
             return openai_error(400, f'{field or "body"}: {first.get("msg", "invalid request")}', field)
 
         app.add_middleware(HTTPGuard, gateway=self, api_key=configured_api_key())
+
+
+def refuse_texts_over_the_limit(counter: TokenCounter, texts: list[str]) -> None:
+    over = counter.over_limit(texts)
+    if over:
+        listed = ', '.join(
+            f'[{index}] ({tokens} tokens)' if tokens else f'[{index}] (over {COUNTED_CHARS} characters)'
+            for index, tokens in over[:10]
+        ) + (f' and {len(over) - 10} more' if len(over) > 10 else '')
+        raise RequestProblem(
+            f'texts {listed} are longer than the {counter.max_tokens} tokens the model reads, and this server does '
+            'not cut them (AUTO_TRUNCATE=false): shorten or split them, or ask for the cut (TEI: "truncate": true)'
+        )
+
+
+def shortened(vectors: np.ndarray, dimensions: int | None, normalized: bool) -> np.ndarray:
+    """Matryoshka: the first `dimensions` values of each vector, made unit length again when the model's are."""
+    if dimensions is None:
+        return vectors
+    vectors = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
+    if normalized:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+    return vectors
+
+
+def tei_info(model: ModelInfo) -> dict:
+    """GET /info: TEI's fields, from the model's files and this server's settings."""
+    return {
+        'model_id': model.name,
+        'model_sha': model.revision,
+        'model_dtype': 'float32',
+        'model_type': {'embedding': {'pooling': model.pooling or 'unknown'}},
+        'max_concurrent_requests': MAX_CONCURRENT_REQUESTS,
+        'max_input_length': model.max_tokens,
+        'max_batch_tokens': HTTP_BATCH_MAX_DOCS * model.max_tokens,
+        'max_batch_requests': None,
+        'max_client_batch_size': MAX_INPUTS_PER_REQUEST,
+        'auto_truncate': AUTO_TRUNCATE,
+        'tokenization_workers': 1,
+        'version': 'sentence-encoder (Jina gateway)',
+        'sha': None,
+        'docker_label': None,
+        # Beyond TEI's fields: what a client needs to choose `dimensions` and `prompt_name`.
+        'dimension': model.dimension,
+        'matryoshka_dimensions': list(model.matryoshka_dimensions),
+        'prompts': model.prompts,
+        'default_prompt_name': model.default_prompt_name,
+    }
 
 
 def deployment_addresses(runtime_args) -> dict[str, list[str]]:

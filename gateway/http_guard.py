@@ -16,7 +16,7 @@ import asyncio
 
 from api_key import bearer_matches
 from http_origin import declared_json, host_allow_list, host_name
-from openai_shapes import error_for, openai_error
+from openai_shapes import error_for, openai_error, refusal_for
 from settings import (
     ALLOWED_HOSTS,
     BODY_TIMEOUT_S,
@@ -28,7 +28,8 @@ from settings import (
     RETRY_AFTER_S,
 )
 
-EMBEDDING_ROUTES = ('/encode', '/v1/embeddings')
+# Answered here, whole, by the gateway's one request path (TEI's /tokenize too: it tokenises texts clients send).
+EMBEDDING_ROUTES = ('/encode', '/v1/embeddings', '/embed', '/tokenize')
 OPEN_PATHS = {'/', '/health', '/ready'}  # probes stay open when API_KEY is set, and under any Host
 # RFC 6750: a 401 says which scheme it wants.
 UNAUTHORIZED = {'WWW-Authenticate': 'Bearer'}
@@ -157,9 +158,7 @@ class HTTPGuard:
         """A response refusing the request before its body is read, or None."""
         path = scope['path']
         if self.in_flight.draining and path != '/health':
-            return openai_error(
-                503, 'the gateway is shutting down: retry shortly', headers={'Retry-After': '5', **CLOSE}
-            )
+            return refusal_for(path, 503, 'the gateway is shutting down: retry shortly', {'Retry-After': '5', **CLOSE})
         head_size = len(scope.get('raw_path') or b'') + len(scope.get('query_string') or b'')
         head_size += sum(len(name) + len(value) + 4 for name, value in scope['headers'])
         if head_size > MAX_HEADER_BYTES:
@@ -176,8 +175,8 @@ class HTTPGuard:
         headers = dict(scope['headers'])  # lower-case byte names, as ASGI gives them
         if self.api_key and path not in OPEN_PATHS:
             if not bearer_matches(headers.get(b'authorization'), self.api_key):
-                return openai_error(401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`',
-                                    headers={**UNAUTHORIZED, **CLOSE})  # fmt: skip
+                return refusal_for(path, 401, 'missing or wrong API key: send `Authorization: Bearer <API_KEY>`',
+                                   {**UNAUTHORIZED, **CLOSE})  # fmt: skip
         if scope['method'] in ('POST', 'PUT', 'PATCH') and _has_body(scope):
             content_type = headers.get(b'content-type')
             if not declared_json(content_type):

@@ -8,6 +8,7 @@ from typing import Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
+from tei_shapes import TEI_ROUTES, tei_error
 
 
 class EmbeddingsRequest(BaseModel):
@@ -17,6 +18,12 @@ class EmbeddingsRequest(BaseModel):
     model: StrictStr | None = Field(None, description='Accepted for compatibility; the served model answers.')
     encoding_format: Literal['float', 'base64'] = 'float'
     user: StrictStr | None = None
+    dimensions: int | None = Field(
+        None, description="The model's dimension (GET /info), or one the deployment serves (MATRYOSHKA_DIMENSIONS)."
+    )
+    prompt_name: StrictStr | None = Field(
+        None, description="Not OpenAI's: one of the model's prompts (e.g. query), put before each text."
+    )
 
     class Config:
         extra = 'forbid'
@@ -72,7 +79,14 @@ def native_error(status: int, message: str, headers: dict | None = None) -> JSON
 
 
 def error_for(path: str, status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An error in the shape of the route asked for: /encode's, or OpenAI's for everything else."""
+    """An error in the shape of the route asked for: /encode's, TEI's on its routes, or OpenAI's for everything else."""
     if path == '/encode':
         return native_error(status, message, headers)
+    return refusal_for(path, status, message, headers)
+
+
+def refusal_for(path: str, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """A refusal before any route (the key, draining): TEI's shape on TEI's routes, OpenAI's elsewhere."""
+    if path in TEI_ROUTES:
+        return tei_error(status, message, headers)
     return openai_error(status, message, headers=headers)

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 
 import orjson
 from encode_inputs import EncodeOptions, InputProblem, check_parameters, describe_bad_text, json_kind, listed, shown
+from model_info import ModelInfo
 
-OPENAI_FIELDS = ('input', 'model', 'encoding_format', 'user')
+# OpenAI's fields, and prompt_name (not OpenAI's; as TEI and sentence-transformers name it).
+OPENAI_FIELDS = ('input', 'model', 'encoding_format', 'user', 'dimensions', 'prompt_name')
+EMBED_FIELDS = ('inputs', 'normalize', 'truncate', 'truncation_direction', 'prompt_name', 'dimensions')
+TOKENIZE_FIELDS = ('inputs', 'add_special_tokens', 'prompt_name')
+# The characters one POST /tokenize may hold, all texts together: its answer holds an object per token (~100 bytes
+# of JSON, several hundred in memory), unlike an embedding's fixed size.
+MAX_TOKENIZE_CHARS = 200_000
 ENCODING_FORMATS = ('float', 'base64')
 ENCODE_FIELDS = ('data', 'parameters', 'header')
 # A TextDoc's fields. `embedding` and `bytes_` are the encoder's to fill (or unused): sent, they are refused.
@@ -41,6 +48,20 @@ class RequestProblem(ValueError):
 class OpenAIRequest:
     texts: list[str]
     encoding_format: str = 'float'
+    dimensions: int | None = None  # None: the model's own
+    prompt: str = ''  # put before each text, as sentence-transformers does with a prompt
+
+
+@dataclass
+class TEIRequest:
+    """A POST /embed or /tokenize body (TEI's shapes)."""
+
+    texts: list[str]
+    prompt: str = ''
+    normalize: bool = True
+    truncate: bool | None = None  # None: the server's AUTO_TRUNCATE
+    dimensions: int | None = None
+    add_special_tokens: bool = True
 
 
 @dataclass
@@ -101,8 +122,9 @@ def parse_and_check(body: bytes, check):
     return check(parsed)
 
 
-def check_openai_request(body, max_inputs: int) -> OpenAIRequest:
-    """A /v1/embeddings body: {"input": text or [texts], "model"?, "encoding_format"?, "user"?}."""
+def check_openai_request(body, max_inputs: int, model: ModelInfo) -> OpenAIRequest:
+    """A /v1/embeddings body: {"input": text or [texts], "model"?, "encoding_format"?, "user"?, "dimensions"?,
+    "prompt_name"?}."""
     if not isinstance(body, dict):
         return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"input": "...", "model": "..."}}')
     unknown = [name for name in body if name not in OPENAI_FIELDS]
@@ -117,22 +139,69 @@ def check_openai_request(body, max_inputs: int) -> OpenAIRequest:
                        'encoding_format')  # fmt: skip
     if 'input' not in body:
         return _refuse('`input` is required: a text, or a list of texts', 'input')
-    texts = body['input']
+    texts = _check_texts(body['input'], 'input', max_inputs)
+    return OpenAIRequest(
+        texts=texts,
+        encoding_format=encoding_format,
+        dimensions=check_dimensions(body.get('dimensions'), model),
+        prompt=check_prompt_name(body.get('prompt_name'), model),
+    )
+
+
+def check_tei_request(body, route: str, max_inputs: int, model: ModelInfo) -> TEIRequest:
+    """A TEI body: POST /embed {"inputs", "normalize"?, "truncate"?, "truncation_direction"?, "prompt_name"?,
+    "dimensions"?} or POST /tokenize {"inputs", "add_special_tokens"?, "prompt_name"?}."""
+    fields = EMBED_FIELDS if route == '/embed' else TOKENIZE_FIELDS
+    if not isinstance(body, dict):
+        return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"inputs": "..."}}')
+    unknown = [name for name in body if name not in fields]
+    if unknown:
+        return _refuse(f'unknown fields {_names(unknown)}: {route} takes {_names(fields)}', unknown[0])
+    if 'inputs' not in body:
+        return _refuse('`inputs` is required: a text, or a list of texts', 'inputs')
+    flags = {}
+    for name, default in (('normalize', True), ('add_special_tokens', True), ('truncate', None)):
+        value = body.get(name, default)
+        if value is None and name != 'truncate':
+            value = default
+        if value is not None and not isinstance(value, bool):
+            return _refuse(f'`{name}` must be true or false, not {shown(value)}', name)
+        flags[name] = value
+    direction = body.get('truncation_direction')
+    if direction is not None and str(direction).lower() != 'right':
+        return _refuse(f'`truncation_direction` {shown(direction)}: this server keeps the start of a text (Right), '
+                       'as the model was trained to read it', 'truncation_direction')  # fmt: skip
+    texts = _check_texts(body['inputs'], 'inputs', max_inputs)
+    if route == '/tokenize' and sum(len(text) for text in texts) > MAX_TOKENIZE_CHARS:
+        return _refuse(f'`inputs` hold {sum(len(text) for text in texts)} characters, over the {MAX_TOKENIZE_CHARS} '
+                       'one /tokenize request takes: send fewer or shorter texts', 'inputs')  # fmt: skip
+    return TEIRequest(
+        texts=texts,
+        prompt=check_prompt_name(body.get('prompt_name'), model),
+        normalize=flags['normalize'],
+        truncate=flags['truncate'],
+        dimensions=check_dimensions(body.get('dimensions'), model),
+        add_special_tokens=flags['add_special_tokens'],
+    )
+
+
+def _check_texts(texts, name: str, max_inputs: int) -> list[str]:
+    """`input` / `inputs`: a text or a list of 1 to max_inputs texts, each a non-empty string of valid Unicode."""
     texts = [texts] if isinstance(texts, str) else texts
     if not isinstance(texts, list):
-        return _refuse(f'`input` must be a text or a list of texts, not {json_kind(texts)}', 'input')
+        return _refuse(f'`{name}` must be a text or a list of texts, not {json_kind(texts)}', name)
     if not texts:
-        return _refuse('`input` is an empty list: send at least one text', 'input')
+        return _refuse(f'`{name}` is an empty list: send at least one text', name)
     if len(texts) > max_inputs:
-        return _refuse(f'`input` has {len(texts)} texts, over the limit of {max_inputs} per request '
-                       '(MAX_INPUTS_PER_REQUEST): split it', 'input')  # fmt: skip
+        return _refuse(f'`{name}` has {len(texts)} texts, over the limit of {max_inputs} per request '
+                       '(MAX_INPUTS_PER_REQUEST): split it', name)  # fmt: skip
     if any(isinstance(text, int) and not isinstance(text, bool) for text in texts) or (
         any(isinstance(text, list) for text in texts)
     ):
         return _refuse(
-            '`input` holds token ids (numbers): this server takes text and tokenises it with its own model; ids from '
-            "another tokenizer (tiktoken's, most likely) would give wrong vectors. Send the texts; with LangChain's "
-            'OpenAIEmbeddings set check_embedding_ctx_length=False', 'input',
+            f'`{name}` holds token ids (numbers): this server takes text and tokenises it with its own model; ids '
+            "from another tokenizer (tiktoken's, most likely) would give wrong vectors. Send the texts; with "
+            "LangChain's OpenAIEmbeddings set check_embedding_ctx_length=False", name,
         )  # fmt: skip
     problems = {}
     for index, text in enumerate(texts):
@@ -141,8 +210,42 @@ def check_openai_request(body, max_inputs: int) -> OpenAIRequest:
             problems.setdefault(problem, []).append(str(index))
     if problems:
         details = '; '.join(f'{problem} at index {listed(found)}' for problem, found in problems.items())
-        return _refuse(f'`input` has {details}: each text must be a non-empty string of valid Unicode', 'input')
-    return OpenAIRequest(texts=texts, encoding_format=encoding_format)
+        return _refuse(f'`{name}` has {details}: each text must be a non-empty string of valid Unicode', name)
+    return texts
+
+
+def check_dimensions(value, model: ModelInfo) -> int | None:
+    """`dimensions`: None for the model's own (left out, or equal to it), or a shorter one the deployment serves
+    (MATRYOSHKA_DIMENSIONS). Any other is refused: a model not trained for shortened vectors loses quality when
+    they are cut, and vLLM refuses as this does (TEI and Infinity cut without a word)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return _refuse(f'`dimensions` must be a positive integer, not {shown(value)}', 'dimensions')
+    if value == model.dimension:
+        return None
+    if value in model.matryoshka_dimensions:
+        return value
+    own = f'{model.dimension}-dimensional' if model.dimension else 'embeddings of a dimension its files do not state'
+    served = ', '.join(str(d) for d in model.matryoshka_dimensions)
+    also = f'; this deployment also serves {served} (MATRYOSHKA_DIMENSIONS)' if served else ''
+    return _refuse(
+        f'`dimensions` {value}: {model.name} gives {own} embeddings and was not trained to give shorter ones '
+        f'(Matryoshka), so a cut vector would lose quality: leave `dimensions` out'
+        + (f' or send {model.dimension}' if model.dimension else '') + also, 'dimensions',
+    )  # fmt: skip
+
+
+def check_prompt_name(name, model: ModelInfo) -> str:
+    """The text of the prompt `prompt_name` names (null: the deployment's default prompt, or none)."""
+    if name is not None and not isinstance(name, str):
+        return _refuse(f'`prompt_name` must be a string, not {json_kind(name)}', 'prompt_name')
+    try:
+        return model.prompt(name)
+    except KeyError:
+        known = _names(sorted(model.prompts)) if model.prompts else 'none'
+        return _refuse(f'`prompt_name` {shown(name)} is not a prompt of {model.name} (its prompts: {known}): '
+                       'send one of those, or leave it out', 'prompt_name')  # fmt: skip
 
 
 def check_encode_request(body, max_inputs: int, executors: tuple[str, ...]) -> EncodeRequest:

@@ -13,8 +13,18 @@ def _float(name: str, default: float) -> float:
 
 
 MODEL_NAME = os.environ.get('ENCODER_MODEL', 'sentence-transformers/all-MiniLM-L6-v2')
-# Tokens per text the model reads, when its sentence_bert_config.json cannot be read (it is, from the HF cache).
+# Tokens per text the model reads, only when its sentence_bert_config.json cannot be read (model_info.py reads the
+# model's own limit, its dimension and its prompts from its files in the HF cache).
 MAX_TOKENS_PER_INPUT = _int('MAX_TOKENS_PER_INPUT', 256)
+# Texts longer than the model reads: cut (true, as TEI's --auto-truncate and sentence-transformers do), or refused
+# naming each (false). TEI's /embed takes `truncate` per request.
+AUTO_TRUNCATE = os.environ.get('AUTO_TRUNCATE', 'true').strip().lower() not in {'0', 'false', 'no', 'off'}
+# The prompt put before every text when a request names none (one of the model's `prompts`; TEI's
+# --default-prompt-name). Empty: the model's own default_prompt_name, or none.
+DEFAULT_PROMPT_NAME = os.environ.get('ENCODER_DEFAULT_PROMPT_NAME', '').strip() or None
+# Shorter embedding dimensions served on request (`dimensions`), for a model trained for them (Matryoshka), e.g.
+# "256,128". Empty: only the model's own dimension.
+MATRYOSHKA_DIMENSIONS = os.environ.get('MATRYOSHKA_DIMENSIONS', '')
 
 # ---- what one request may hold
 # OpenAI's limit of inputs per request (TEI: 32, configurable).

@@ -1,20 +1,24 @@
-"""The model's tokenizer in the gateway (tokenizer.json only, no torch): `usage` counts, and long texts cut to what
-the model reads (encode_inputs.TextWindow) before they are counted or sent on."""
+"""The model's tokenizer in the gateway (tokenizer.json only, no torch): `usage` counts, long texts cut to what the
+model reads (encode_inputs.TextWindow) before they are counted or sent on, the texts over that limit (for
+AUTO_TRUNCATE=false), and TEI's /tokenize."""
 
 from __future__ import annotations
 
-import json
-import os
-
 from encode_inputs import VERIFY_SAMPLE, TextWindow
+from model_info import model_file
+
+# Texts up to this many characters are tokenised whole to say how many tokens they hold; longer ones are only said
+# to be over the limit (tokenising 8 MB whole took a GiB).
+COUNTED_CHARS = 100_000
+SPECIAL_TOKENS_AT_MOST = 8  # [CLS] and [SEP], <s> and </s>, ...: a bound on what a tokenizer adds around a text
 
 
 class TokenCounter:
-    """Counts the tokens the encoder sees per text: with special tokens, truncated to the model's maximum (its
-    sentence_bert_config.json `max_seq_length`, as sentence-transformers reads it; `max_tokens` when it has none)."""
+    """Counts the tokens the encoder sees per text: with special tokens, truncated to `max_tokens` (the model's
+    max_seq_length, model_info.py)."""
 
     def __init__(self, model: str, max_tokens: int) -> None:
-        self.max_tokens = model_max_seq_length(model) or max_tokens
+        self.max_tokens = max_tokens
         self._tokenizer = None
         self.window: TextWindow | None = None
         try:
@@ -49,22 +53,36 @@ class TokenCounter:
         encodings = self._tokenizer.encode_batch(texts)
         return sum(min(len(encoding.ids), self.max_tokens) for encoding in encodings)
 
+    def over_limit(self, texts: list[str]) -> list[tuple[int, int | None]]:
+        """(index, token count) of each text longer than the model reads; the count is None for a text over
+        COUNTED_CHARS characters. Empty without a tokenizer (nothing can be told: the encoder cuts)."""
+        if self._tokenizer is None:
+            return []
+        found = []
+        for index, text in enumerate(texts):
+            if len(text) * 4 + SPECIAL_TOKENS_AT_MOST <= self.max_tokens:
+                continue  # no tokenizer makes more tokens than UTF-8 bytes (at most 4 a character)
+            if len(text) > COUNTED_CHARS:
+                found.append((index, None))
+                continue
+            tokens = len(self._tokenizer.encode(text).ids)
+            if tokens > self.max_tokens:
+                found.append((index, tokens))
+        return found
 
-def model_file(model: str, name: str) -> str | None:
-    """The path of one of the model's files: in its directory, or in the Hugging Face cache; None if absent."""
-    if os.path.isdir(model):
-        found = os.path.join(model, name)
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(model, name)
-    return found if isinstance(found, str) and os.path.exists(found) else None
-
-
-def model_max_seq_length(model: str) -> int | None:
-    """The tokens per text the model reads (sentence-transformers' max_seq_length), or None if not found."""
-    try:
-        found = model_file(model, 'sentence_bert_config.json')
-        return int(json.load(open(found))['max_seq_length']) if found else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    def tokens(self, text: str, add_special_tokens: bool) -> list[dict]:
+        """TEI's /tokenize entry for `text`: each token's id, text, whether it is special, and its character span."""
+        if self._tokenizer is None:
+            raise LookupError('no tokenizer.json for the model in the gateway')
+        encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        parts = zip(encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask, strict=True)
+        return [
+            {
+                'id': token_id,
+                'text': token,
+                'special': bool(special),
+                'start': None if special else start,
+                'stop': None if special else stop,
+            }
+            for token_id, token, (start, stop), special in parts
+        ]

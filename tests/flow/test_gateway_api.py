@@ -155,7 +155,8 @@ def test_two_host_headers_are_a_400(api):
         ({'input': ['ok', '  ']}, 'input', 'empty text at index 1'),
         ({}, 'input', '`input` is required'),
         ({'input': 'x', 'encoding_format': 'int8'}, 'encoding_format', 'must be "float" or "base64"'),
-        ({'input': 'x', 'dimensions': 3}, 'dimensions', 'unknown fields `dimensions`'),
+        ({'input': 'x', 'dimensions': 3}, 'dimensions', '`dimensions` 3: sentence-transformers/all-MiniLM-L6-v2 gives'),
+        ({'input': 'x', 'truncate': True}, 'truncate', 'unknown fields `truncate`'),
         ({'input': 'x', 'model': 7}, 'model', '`model` must be a string'),
     ],
 )

@@ -12,6 +12,7 @@ from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'gateway'))
 from encode_inputs import VERIFY_SAMPLE, EncodeOptions, InputProblem, TextWindow, check_parameters  # noqa: E402
+from model_info import ModelInfo  # noqa: E402
 from request_checks import (  # noqa: E402
     RequestProblem,
     check_encode_request,
@@ -19,13 +20,15 @@ from request_checks import (  # noqa: E402
     parse_and_check,
 )
 
+MODEL = ModelInfo(name='sentence-transformers/all-MiniLM-L6-v2', max_tokens=256, dimension=384, normalized=True)
+
 
 def encode_check(parsed):
     return check_encode_request(parsed, max_inputs=4, executors=('encoder',))
 
 
 def openai_check(parsed):
-    return check_openai_request(parsed, max_inputs=4)
+    return check_openai_request(parsed, max_inputs=4, model=MODEL)
 
 
 @pytest.mark.parametrize(

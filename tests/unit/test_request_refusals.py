@@ -13,6 +13,7 @@ import pytest
 from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'gateway'))
+from model_info import ModelInfo  # noqa: E402
 from request_checks import (  # noqa: E402
     MAX_ID_CHARS,
     MAX_TARGET_CHARS,
@@ -31,12 +32,16 @@ TOKEN_IDS = (
 )
 
 
+OPENAI_FIELDS_NAMED = '`input`, `model`, `encoding_format`, `user`, `dimensions`, `prompt_name`'
+MODEL = ModelInfo(name='sentence-transformers/all-MiniLM-L6-v2', max_tokens=256, dimension=384, normalized=True)
+
+
 def encode(body):
     return check_encode_request(body, max_inputs=MAX_INPUTS, executors=('encoder',))
 
 
 def openai(body):
-    return check_openai_request(body, max_inputs=MAX_INPUTS)
+    return check_openai_request(body, max_inputs=MAX_INPUTS, model=MODEL)
 
 
 ONE = [{'text': 'x'}]
@@ -54,7 +59,7 @@ REFUSALS = [
     # /v1/embeddings
     (openai, ['x'], 'the body must be a JSON object, not a list: {"input": "...", "model": "..."}', None),
     (openai, {'input': 'x', 'extra': 1, 'more': 2},
-     'unknown fields `extra`, `more`: /v1/embeddings takes `input`, `model`, `encoding_format`, `user`', 'extra'),
+     'unknown fields `extra`, `more`: /v1/embeddings takes ' + OPENAI_FIELDS_NAMED, 'extra'),
     (openai, {'input': 'x', 'model': 3}, '`model` must be a string, not a number', 'model'),
     (openai, {'input': 'x', 'user': [1]}, '`user` must be a string, not a list', 'user'),
     (openai, {'input': 'x', 'encoding_format': 'int8'},
@@ -159,10 +164,7 @@ def test_more_than_ten_unknown_fields_are_listed_up_to_ten():
     with pytest.raises(RequestProblem) as refused:
         openai({'input': 'x', **fields})
     listed = ', '.join(f'`field{i:02d}`' for i in range(10))
-    assert (
-        str(refused.value)
-        == f'unknown fields {listed}: /v1/embeddings takes `input`, `model`, `encoding_format`, `user`'
-    )
+    assert str(refused.value) == f'unknown fields {listed}: /v1/embeddings takes {OPENAI_FIELDS_NAMED}'
 
 
 UTF16 = 'the body is not UTF-8 JSON: it looks like UTF-16 or UTF-32; send it as UTF-8'
