@@ -4,7 +4,8 @@ Jina-free and torch-free: the executor imports it, and so does the gateway (its 
 ../executor/encode_inputs.py; the gateway image copies it to the same relative place), so an HTTP request refused by
 the gateway and a gRPC request refused by the executor get the same words.
 
-- `check_parameters`: the per-request `parameters` of /encode (`batch_size`, `normalize`), typed and bounded. A caller
+- `check_parameters`: the per-request `parameters` of /encode (`batch_size`, `normalize`, `prompt_name`), typed and
+  bounded. A caller
   must not choose the encoder's forward pass beyond what the server allows, nor pass "false" and get true.
 - `describe_bad_text`: a text that is not a non-empty string of valid Unicode (a lone surrogate cannot be encoded as
   UTF-8: protobuf raised UnicodeEncodeError for it, and a joined batch failed with it).
@@ -24,7 +25,8 @@ MAX_BATCH_SIZE = int(os.environ.get('MAX_BATCH_SIZE', '512'))
 # Texts of up to this many characters per token the model reads are never tokenised for cutting: no text that short
 # can need it, and the hot path stays a length check (256 tokens: 4,096 characters).
 CHARS_PER_TOKEN_UNCUT = 16
-KNOWN_PARAMETERS = ('batch_size', 'normalize')
+KNOWN_PARAMETERS = ('batch_size', 'normalize', 'prompt_name')
+MAX_PROMPT_NAME_CHARS = 128
 # How many offending ids or indexes an error message lists before it says "and N more".
 MAX_IDS_IN_ERROR = 10
 
@@ -40,10 +42,11 @@ class EncodeOptions:
 
     batch_size: int | None = None
     normalize: bool | None = None
+    prompt_name: str | None = None  # one of the model's prompts, put before each text (checked against the model)
 
     def as_parameters(self) -> dict:
-        return {name: value for name, value in (('batch_size', self.batch_size), ('normalize', self.normalize))
-                if value is not None}  # fmt: skip
+        fields = (('batch_size', self.batch_size), ('normalize', self.normalize), ('prompt_name', self.prompt_name))
+        return {name: value for name, value in fields if value is not None}
 
 
 def check_parameters(
@@ -76,7 +79,11 @@ def check_parameters(
     normalize = parameters.get('normalize')
     if 'normalize' in parameters and not isinstance(normalize, bool):
         raise InputProblem(f'`parameters.normalize` must be true or false (a JSON boolean), not {shown(normalize)}')
-    return EncodeOptions(batch_size=batch_size, normalize=normalize)
+    prompt_name = parameters.get('prompt_name')
+    if prompt_name is not None and (not isinstance(prompt_name, str) or len(prompt_name) > MAX_PROMPT_NAME_CHARS):
+        raise InputProblem(f'`parameters.prompt_name` must be the name of one of the model\'s prompts (a string of '
+                           f'at most {MAX_PROMPT_NAME_CHARS} characters), not {shown(prompt_name)}')  # fmt: skip
+    return EncodeOptions(batch_size=batch_size, normalize=normalize, prompt_name=prompt_name)
 
 
 def describe_bad_text(text) -> str | None:

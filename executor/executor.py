@@ -294,6 +294,11 @@ class SentenceEncoder(Executor):
             print(f'SentenceEncoder cannot start: {error}', file=sys.stderr, flush=True)
             raise
         self.model_name = model
+        self.default_prompt_name = checked_default_prompt(self.model, os.environ.get('ENCODER_DEFAULT_PROMPT_NAME'))
+        # Prompts are put before the texts here, once: sentence-transformers would put its default before texts the
+        # gateway has already prompted (the gateway's joined batches, /encode_unbatched).
+        self.model.default_prompt_name = None
+        self.auto_truncate = auto_truncate()
         self._init_encoder_metrics()
         self.batch_size = batch_size
         self.normalize = normalize
@@ -347,17 +352,21 @@ class SentenceEncoder(Executor):
         Served, `docs` is a dynamic batch (docs of one or more requests, in order); called in-process, the docs given.
         `parameters` may override `batch_size` and `normalize` for one request (requests are batched only with
         others of the same parameters).
+        `parameters.prompt_name` (else ENCODER_DEFAULT_PROMPT_NAME, or the model's default) puts one of the model's
+        prompts before each text; with AUTO_TRUNCATE=false a text longer than the model reads is refused.
         """
-        return self._encode_docs(docs, parameters or {})
+        return self._encode_docs(docs, parameters or {}, from_client=True)
 
     @requests(on=UNBATCHED_ENDPOINT)
     def encode_unbatched(
         self, docs: DocList[EncodeDoc], parameters: dict | None = None, **kwargs: Any
     ) -> DocList[TextDoc]:
-        """`encode`, at once: each request is encoded as it comes, not held for others to join it."""
-        return self._encode_docs(docs, parameters or {})
+        """`encode`, at once: each request is encoded as it comes, not held for others to join it. For the gateway
+        only (its gRPC port refuses it to clients), which has put the prompt before the texts and applied the
+        truncation policy already."""
+        return self._encode_docs(docs, parameters or {}, from_client=False)
 
-    def _encode_docs(self, docs: DocList[TextDoc], parameters: dict) -> DocList[TextDoc]:
+    def _encode_docs(self, docs: DocList[TextDoc], parameters: dict, from_client: bool) -> DocList[TextDoc]:
         if len(docs) > self.max_docs_per_request:
             raise BadRequestError(
                 f'{len(docs)} docs in one request is over the limit of {self.max_docs_per_request} '
@@ -369,7 +378,12 @@ class SentenceEncoder(Executor):
         options = self._options(parameters)
         if not docs:
             return docs
-        texts = [self.text_window.cut(doc.text) for doc in docs] if self.text_window else [doc.text for doc in docs]
+        texts = [doc.text for doc in docs]
+        if from_client:
+            texts = self._prompted(texts, options.prompt_name)
+            if not self.auto_truncate:
+                self._refuse_texts_over_the_limit(texts, [doc.id for doc in docs])
+        texts = [self.text_window.cut(text) for text in texts] if self.text_window else texts
         embeddings = self._encode_finite(texts, [doc.id for doc in docs], options)
         for doc, embedding in zip(docs, embeddings, strict=True):
             doc.embedding = embedding
@@ -377,6 +391,35 @@ class SentenceEncoder(Executor):
             self._docs_encoded.inc(len(docs))
             self._docs_per_request.observe(len(docs))
         return docs
+
+    def _prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """The texts after the prompt `prompt_name` names (None: the default prompt, or none)."""
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return texts
+        if name not in self.model.prompts:
+            known = ', '.join(sorted(self.model.prompts)) or 'none'
+            raise BadRequestError(f'`parameters.prompt_name` {name!r} is not a prompt of {self.model_name} (its '
+                                  f'prompts: {known}): send one of those, or leave it out')  # fmt: skip
+        prompt = self.model.prompts[name] or ''
+        return [prompt + text for text in texts] if prompt else texts
+
+    def _refuse_texts_over_the_limit(self, texts: list[str], ids: list) -> None:
+        """AUTO_TRUNCATE=false: a text longer than the model reads is refused, named, with its token count."""
+        limit = self.model.max_seq_length
+        over = []
+        for position, text in enumerate(texts):
+            if len(text) * 4 + 8 <= limit:  # no tokenizer makes more tokens than UTF-8 bytes, plus its specials
+                continue
+            tokens = len(self.model.tokenizer(text[:100_000], truncation=False)['input_ids'])
+            if tokens > limit or len(text) > 100_000:
+                name = ids[position] if ids[position] is not None else f'#{position}'
+                over.append(f'{name} ({tokens} tokens)' if len(text) <= 100_000 else f'{name} (over 100000 characters)')
+        if over:
+            raise BadRequestError(
+                f'docs {listed(over)} are longer than the {limit} tokens the model reads, and this encoder does not '
+                'cut them (AUTO_TRUNCATE=false): shorten or split them'
+            )
 
     def _options(self, parameters: dict) -> EncodeOptions:
         """`parameters` checked as the gateway checks them (encode_inputs.py): gRPC callers reach the executor
@@ -426,6 +469,20 @@ class SentenceEncoder(Executor):
                 )
             embeddings[row] = again[0]
         return embeddings
+
+
+def checked_default_prompt(model: SentenceTransformer, configured: str | None) -> str | None:
+    """ENCODER_DEFAULT_PROMPT_NAME, else the model's own default_prompt_name; one the model lacks stops the start."""
+    name = (configured or '').strip() or model.default_prompt_name
+    if name is not None and name not in (model.prompts or {}):
+        known = ', '.join(sorted(model.prompts or {})) or 'none'
+        raise StartupError(f'ENCODER_DEFAULT_PROMPT_NAME={name} is not a prompt of the model (its prompts: {known})')
+    return name
+
+
+def auto_truncate() -> bool:
+    """AUTO_TRUNCATE (default true): texts longer than the model reads are cut; false: refused."""
+    return os.environ.get('AUTO_TRUNCATE', 'true').strip().lower() not in {'0', 'false', 'no', 'off'}
 
 
 def text_window_for(model: SentenceTransformer, logger) -> TextWindow | None:

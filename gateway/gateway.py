@@ -23,6 +23,7 @@ from the same Hugging Face cache the encoder uses. Settings: settings.py.
 
 import asyncio
 import base64
+import dataclasses
 import json
 import uuid
 
@@ -60,6 +61,7 @@ from request_checks import (
     TEIRequest,
     check_encode_request,
     check_openai_request,
+    check_prompt_name,
     check_tei_request,
     parse_and_check,
 )
@@ -270,12 +272,15 @@ class EmbeddingHTTPGateway(HTTPGateway):
         """POST /encode in Jina's reply shape: every doc as sent (id, text, url), with its embedding, in order."""
         docs = request.docs
         try:
-            texts, _ = await self._prepare(request.texts, '', AUTO_TRUNCATE, count=False)
+            prompt = check_prompt_name(request.options.prompt_name, self._model)
+            texts, _ = await self._prepare(request.texts, prompt, AUTO_TRUNCATE, count=False)
         except RequestProblem as problem:
             return native_error(422, problem.message)
+        # The prompt is in the texts now: the encoder's /encode_unbatched never adds one.
+        options = dataclasses.replace(request.options, prompt_name=None)
         try:
             names = [doc.get('id') or f'#{position}' for position, doc in enumerate(docs)]
-            vectors = await self._coalescer.encode(texts, request.options, names) if texts else []
+            vectors = await self._coalescer.encode(texts, options, names) if texts else []
         except EncoderRefused as error:  # in /encode's error shape, as Jina's route answers: 422 for the input's fault
             return native_error(422 if error.input_fault else error.status, str(error), error.headers)
         payload = {

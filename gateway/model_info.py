@@ -13,6 +13,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
+# sentence-transformers (5 and later) gives every model the prompt names `query` and `document`, empty unless the
+# model's config sets them (its encode_query / encode_document use them): a client may send them to any model.
+SENTENCE_TRANSFORMERS_PROMPTS = {'query': '', 'document': ''}
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -44,6 +48,7 @@ def read_model_info(
     settings = _json(model, 'config_sentence_transformers.json') or {}
     prompts = settings.get('prompts') or {}
     prompts = {str(name): str(text) for name, text in prompts.items()} if isinstance(prompts, dict) else {}
+    prompts = {**SENTENCE_TRANSFORMERS_PROMPTS, **prompts}
     default = default_prompt_name or settings.get('default_prompt_name') or None
     if default is not None and default not in prompts:
         known = ', '.join(sorted(prompts)) or 'none'

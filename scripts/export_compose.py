@@ -160,6 +160,10 @@ def encoder_service(exported: dict, replica: int, context: str) -> dict:
             'OPENVINO_SHAPE_CACHE=${OPENVINO_SHAPE_CACHE:-200}',
             # The same bound as the gateway's on a caller's parameters.batch_size (executor/encode_inputs.py).
             'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',
+            # For gRPC callers, as the gateway for HTTP: texts over the model's limit cut (true) or refused (false),
+            # and the prompt put before texts when a request names none (empty: the model's default, or none).
+            'AUTO_TRUNCATE=${AUTO_TRUNCATE:-true}',
+            'ENCODER_DEFAULT_PROMPT_NAME=${ENCODER_DEFAULT_PROMPT_NAME:-}',
             'JINA_OPTOUT_TELEMETRY=1',
         ],
         # Read-only: with HF_HUB_OFFLINE=1 (the default) the encoder only reads the model `make model` put there. For
@@ -256,6 +260,11 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             'MAX_BODY_BYTES=${MAX_BODY_BYTES:-8388608}',
             'MAX_GRPC_MESSAGE_BYTES=${MAX_GRPC_MESSAGE_BYTES:-8388608}',
             'MAX_INPUTS_PER_REQUEST=${MAX_INPUTS_PER_REQUEST:-2048}',
+            # The served model's contract: the truncation policy and the default prompt as the encoder's (flow.yml),
+            # and the shorter dimensions served on request for a model trained for them (gateway/model_info.py).
+            'AUTO_TRUNCATE=${AUTO_TRUNCATE:-true}',
+            'ENCODER_DEFAULT_PROMPT_NAME=${ENCODER_DEFAULT_PROMPT_NAME:-}',
+            'MATRYOSHKA_DIMENSIONS=${MATRYOSHKA_DIMENSIONS:-}',
             # Bounds on what clients control (gateway/settings.py; docs/reliability.md has why each default).
             'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',
             'MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-512}',

@@ -85,7 +85,7 @@ def test_tei_info_tells_the_model_and_limits_from_its_files(api):
     info = requests.get(f'{api}/info', timeout=10).json()
     assert info['model_id'] == MODEL_NAME and info['max_input_length'] == 256 and info['dimension'] == 384
     assert info['model_type'] == {'embedding': {'pooling': 'mean'}} and info['auto_truncate'] is True
-    assert info['max_client_batch_size'] == 2048 and info['prompts'] == {}
+    assert info['max_client_batch_size'] == 2048 and info['prompts'] == {'query': '', 'document': ''}
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_tei_info_tells_the_model_and_limits_from_its_files(api):
     [(b'{"inputs": ', 422, 'the body is not valid JSON'),
      (b'{"inputs": [1, 2]}', 422, '`inputs` holds token ids'),
      (b'{"inputs": "x", "dimensions": 64}', 422, '`dimensions` 64: sentence-transformers/all-MiniLM-L6-v2 gives 384'),
-     (b'{"inputs": "x", "prompt_name": "query"}', 422, '`prompt_name` \'query\' is not a prompt of')],
+     (b'{"inputs": "x", "prompt_name": "passage"}', 422, '`prompt_name` \'passage\' is not a prompt of')],
 )  # fmt: skip
 def test_tei_refusals_come_in_teis_error_shape(api, body, status, fragment):
     answer = requests.post(f'{api}/embed', data=body, headers={'Content-Type': 'application/json'}, timeout=30)
@@ -147,9 +147,15 @@ def test_the_default_prompt_and_a_named_one_are_put_before_the_text(prompted_api
 
 def test_an_unknown_prompt_is_refused_listing_the_models_prompts(prompted_api):
     refused = post(f'{prompted_api}/v1/embeddings', {'input': ['x'], 'prompt_name': 'doc'})
-    assert refused.status_code == 400 and '(its prompts: `passage`, `query`)' in refused.json()['error']['message']
+    assert (
+        refused.status_code == 400
+        and '(its prompts: `document`, `passage`, `query`)' in refused.json()['error']['message']
+    )
     info = requests.get(f'{prompted_api}/info', timeout=10).json()
-    assert info['prompts'] == {'query': 'query: ', 'passage': 'passage: '} and info['default_prompt_name'] == 'passage'
+    assert (
+        info['prompts'] == {'query': 'query: ', 'passage': 'passage: ', 'document': ''}
+        and info['default_prompt_name'] == 'passage'
+    )
 
 
 def test_matryoshka_dimensions_are_the_first_values_normalised_again(prompted_api, reference_model):
@@ -171,3 +177,15 @@ def test_without_auto_truncate_a_long_text_is_refused_by_index_and_count(prompte
     cut = post(f'{prompted_api}/embed', {'inputs': [LONG_TEXT], 'truncate': True})
     assert cut.status_code == 200
     assert_same_embeddings(cut.json(), reference_model.encode([f'passage: {LONG_TEXT}']))
+
+
+def test_jinas_encode_route_takes_prompt_name_in_parameters(prompted_api, reference_model):
+    text = 'what is a sentence embedding'
+    body = {'data': [{'id': 'q', 'text': text}], 'parameters': {'prompt_name': 'query'}}
+    answer = post(f'{prompted_api}/encode', body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()['data'][0]['text'] == text, 'the doc comes back as sent, without the prompt'
+    assert answer.json()['parameters'] == {'prompt_name': 'query'}
+    assert_same_embeddings([answer.json()['data'][0]['embedding']], reference_model.encode([f'query: {text}']))
+    refused = post(f'{prompted_api}/encode', {'data': [{'text': text}], 'parameters': {'prompt_name': 'doc'}})
+    assert refused.status_code == 422 and "`prompt_name` 'doc' is not a prompt of" in refused.json()['detail']

@@ -87,8 +87,8 @@ def test_parameters_within_their_bounds_are_taken():
         ([1], None, '`parameters` must be an object, not a list: e.g. {"normalize": true}'),
         ('x', None, '`parameters` must be an object, not a string: e.g. {"normalize": true}'),
         ({'zeta': 1, 'alpha': 2, 'batch_size': 4}, None,
-         'unknown `parameters` alpha, zeta: this encoder takes batch_size, normalize'),
-        ({3: 1}, None, 'unknown `parameters` 3: this encoder takes batch_size, normalize'),
+         'unknown `parameters` alpha, zeta: this encoder takes batch_size, normalize, prompt_name'),
+        ({3: 1}, None, 'unknown `parameters` 3: this encoder takes batch_size, normalize, prompt_name'),
         ({'batch_size': 0}, None, '`parameters.batch_size` must be an integer from 1 to 512 (texts per forward pass, '
          'MAX_BATCH_SIZE), not 0'),
         ({'batch_size': 513}, None, '`parameters.batch_size` must be an integer from 1 to 512 (texts per forward '
@@ -121,7 +121,8 @@ def test_many_or_long_unknown_parameters_are_named_cut_and_counted():
         check_parameters({f'p{i:04d}' + 'x' * 100: i for i in range(2000)})
     named = ', '.join(f'p{i:04d}' + 'x' * 35 for i in range(MAX_IDS_IN_ERROR))
     assert str(refused.value) == (
-        f'unknown `parameters` {named} and {2000 - MAX_IDS_IN_ERROR} more: this encoder takes batch_size, normalize'
+        f'unknown `parameters` {named} and {2000 - MAX_IDS_IN_ERROR} more: this encoder takes batch_size, normalize, '
+        'prompt_name'
     )
 
 
@@ -136,4 +137,11 @@ def test_options_go_back_to_jina_parameters_without_the_unset_ones():
     assert EncodeOptions(batch_size=4).as_parameters() == {'batch_size': 4}
     assert EncodeOptions(normalize=False).as_parameters() == {'normalize': False}
     assert EncodeOptions(batch_size=4, normalize=True).as_parameters() == {'batch_size': 4, 'normalize': True}
-    assert KNOWN_PARAMETERS == ('batch_size', 'normalize')
+    assert EncodeOptions(prompt_name='query').as_parameters() == {'prompt_name': 'query'}
+    assert KNOWN_PARAMETERS == ('batch_size', 'normalize', 'prompt_name')
+
+
+@pytest.mark.parametrize('name', [7, 'x' * 129, ['query']])
+def test_a_prompt_name_must_be_a_short_string(name):
+    with pytest.raises(InputProblem, match=r"`parameters.prompt_name` must be the name of one of the model's prompts"):
+        check_parameters({'prompt_name': name})

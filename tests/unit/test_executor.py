@@ -263,3 +263,55 @@ def test_vectors_are_unnormalized_by_default_and_unit_length_when_asked(model_wi
     assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
     told_not_to = normalizing.encode(docs_of(SENTENCES), parameters={'normalize': False})
     assert_same_embeddings(np.stack(told_not_to.embedding), raw, tolerance)
+
+
+@pytest.fixture(scope='module')
+def prompted_model_dir(tmp_path_factory) -> str:
+    """all-MiniLM-L6-v2's files with prompts and a default prompt (no second model is downloadable here)."""
+    import json
+    import shutil
+
+    from conftest import MODEL_NAME
+    from huggingface_hub import snapshot_download
+
+    folder = tmp_path_factory.mktemp('prompted') / 'model'
+    shutil.copytree(snapshot_download(MODEL_NAME), folder)
+    settings = {'prompts': {'query': 'query: ', 'passage': 'passage: '}, 'default_prompt_name': 'passage'}
+    (folder / 'config_sentence_transformers.json').write_text(json.dumps(settings))
+    return str(folder)
+
+
+def test_grpc_callers_get_prompts_by_name_or_the_default_and_the_gateways_batches_none(
+    prompted_model_dir, reference_model
+):
+    """/encode (gRPC clients) puts the named prompt, else the model's default, before each text; /encode_unbatched
+    (the gateway, which has put the prompt in already) adds none, not even sentence-transformers' default."""
+    encoder = SentenceEncoder(model=prompted_model_dir, device='cpu')
+    text = 'what is a sentence embedding'
+    default = encoder.encode(docs_of([text]))
+    assert_same_embeddings(np.stack(default.embedding), reference_model.encode([f'passage: {text}']))
+    named = encoder.encode(docs_of([text]), parameters={'prompt_name': 'query'})
+    assert_same_embeddings(np.stack(named.embedding), reference_model.encode([f'query: {text}']))
+    as_sent = encoder.encode_unbatched(docs_of([f'query: {text}']))
+    assert_same_embeddings(np.stack(as_sent.embedding), reference_model.encode([f'query: {text}']))
+    with pytest.raises(BadRequestError, match=r"`parameters.prompt_name` 'doc' is not a prompt of .*\(its prompts: "):
+        encoder.encode(docs_of([text]), parameters={'prompt_name': 'doc'})
+
+
+def test_an_unknown_default_prompt_stops_the_start(prompted_model_dir, monkeypatch):
+    monkeypatch.setenv('ENCODER_DEFAULT_PROMPT_NAME', 'doc')
+    with pytest.raises(StartupError, match='ENCODER_DEFAULT_PROMPT_NAME=doc is not a prompt of the model'):
+        SentenceEncoder(model=prompted_model_dir, device='cpu')
+
+
+def test_without_auto_truncate_grpc_callers_get_long_texts_refused_by_id(monkeypatch, reference_model):
+    monkeypatch.setenv('AUTO_TRUNCATE', 'false')
+    encoder = SentenceEncoder(device='cpu')
+    long_text = ' '.join(['word'] * 300)
+    sent = DocList[TextDoc]([TextDoc(id='short', text='fine'), TextDoc(id='long', text=long_text)])
+    with pytest.raises(BadRequestError) as refused:
+        encoder.encode(sent)
+    tokens = len(reference_model.tokenizer(long_text)['input_ids'])
+    assert str(refused.value).startswith(f'docs long ({tokens} tokens) are longer than the 256 tokens the model reads')
+    fits = encoder.encode(docs_of(['fine', ' '.join(['word'] * 254)]))
+    assert len(fits) == 2

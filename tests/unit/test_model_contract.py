@@ -39,17 +39,19 @@ def test_the_model_is_read_from_its_own_files(minilm):
     assert minilm.name == MODEL_NAME
     assert minilm.max_tokens == 256, 'sentence_bert_config.json, not the fallback'
     assert minilm.dimension == 384 and minilm.normalized is True and minilm.pooling == 'mean'
-    assert minilm.prompts == {} and minilm.prompt(None) == ''
+    assert minilm.prompts == {'query': '', 'document': ''}, "sentence-transformers' own prompt names, empty"
+    assert minilm.prompt(None) == '' and minilm.prompt('query') == ''
     assert minilm.revision == 'c9745ed1d9f207416be6d2e6f8de32d1f16199bf'
 
 
 def test_prompts_and_the_default_come_from_the_model_or_the_deployment(prompted_model_dir):
     model = read_model_info(str(prompted_model_dir), 1)
-    assert model.prompts == {'query': 'query: ', 'passage': 'passage: '}
+    assert model.prompts == {'query': 'query: ', 'passage': 'passage: ', 'document': ''}
     assert model.prompt(None) == 'passage: ' and model.prompt('query') == 'query: '
     assert read_model_info(str(prompted_model_dir), 1, default_prompt_name='query').prompt(None) == 'query: '
     with pytest.raises(
-        SystemExit, match=r'ENCODER_DEFAULT_PROMPT_NAME=doc is not a prompt of .* \(its prompts: passage, query\)'
+        SystemExit,
+        match=r'ENCODER_DEFAULT_PROMPT_NAME=doc is not a prompt of .* \(its prompts: document, passage, query\)',
     ):
         read_model_info(str(prompted_model_dir), 1, default_prompt_name='doc')
 
@@ -99,11 +101,11 @@ def test_an_unknown_prompt_name_lists_the_models_prompts(prompted_model_dir, min
     with pytest.raises(RequestProblem) as refused:
         check_tei_request({'inputs': 'x', 'prompt_name': 'doc'}, '/embed', 4, model)
     assert refused.value.message == (
-        f"`prompt_name` 'doc' is not a prompt of {prompted_model_dir} (its prompts: `passage`, `query`): send one of "
-        'those, or leave it out'
+        f"`prompt_name` 'doc' is not a prompt of {prompted_model_dir} (its prompts: `document`, `passage`, `query`): "
+        'send one of those, or leave it out'
     )
-    with pytest.raises(RequestProblem, match=r'\(its prompts: none\)'):
-        check_openai_request({'input': 'x', 'prompt_name': 'query'}, 4, minilm)
+    with pytest.raises(RequestProblem, match=r'\(its prompts: `document`, `query`\)'):
+        check_openai_request({'input': 'x', 'prompt_name': 'passage'}, 4, minilm)
 
 
 def test_tei_requests_take_teis_fields_and_defaults(minilm):
