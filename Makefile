@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 VENV_PYTHON := $(VENV)/bin/python
+# The frameworks' embedding clients (LangChain, LlamaIndex, Haystack: pydantic 2) for their tests, apart from .venv.
+VENV_CLIENTS ?= .venv-clients
 # REPLICAS=N runs N encoder replicas: flow.yml exported with N into .build/replicas-N/ (docs/scaling.md). For up-gpu,
 # GPU_COUNT=N (a number) means one replica per GPU, so REPLICAS defaults to it there.
 REPLICAS ?= $(if $(filter up-gpu,$(MAKECMDGOALS)),$(filter-out all,$(GPU_COUNT)))
@@ -19,7 +21,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ##@ Environment
-install: $(VENV)/.installed ## Create .venv with the pinned environment (CPU torch) for tests, scripts and export
+install: $(VENV)/.installed $(VENV_CLIENTS)/.installed ## Create .venv (CPU torch: tests, scripts, export) and .venv-clients, pinned
 
 # Only the tests, the benchmark, `make export` / `make k8s` and the offline image build's wheelhouse use it: `make up`
 # with current images runs its Python in the tools image.
@@ -30,6 +32,12 @@ $(VENV)/.installed: requirements-dev.txt executor/requirements.txt constraints.t
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check "pip<26"
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(VENV_PYTHON) gateway/patch_jina.py
+	@touch $@
+
+$(VENV_CLIENTS)/.installed: requirements-clients.txt constraints-clients.txt | $(VENV)/.installed
+	$(PYTHON) -m venv $(VENV_CLIENTS)
+	$(VENV_CLIENTS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-clients.txt \
+	  -c constraints-clients.txt
 	@touch $@
 
 model: build ## Put the model (ENCODER_MODEL) and its OpenVINO IR into the host's HF cache (MODEL_CACHE_DIR), once

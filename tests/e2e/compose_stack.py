@@ -21,6 +21,11 @@ from helpers import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The stack with a key (tests/e2e/conftest.py's keyed_stack): its key, and its small gRPC message limit.
+KEYED_STACK_API_KEY = 'e2e-test-key-not-a-secret-0123456789'
+KEYED_STACK_MAX_GRPC_MESSAGE = 64 * 1024
+
+
 def docker_available() -> bool:
     return (
         shutil.which('docker') is not None and subprocess.run(['docker', 'info'], capture_output=True).returncode == 0

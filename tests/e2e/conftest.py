@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_stack import Stack, docker_available, fill_model_cache, stack_env
+from compose_stack import (
+    KEYED_STACK_API_KEY,
+    KEYED_STACK_MAX_GRPC_MESSAGE,
+    Stack,
+    docker_available,
+    fill_model_cache,
+    own_stack,
+    stack_env,
+)
 from helpers import build_stack_images
 
 
@@ -42,3 +50,17 @@ def stack(images_built, filled_model_cache) -> Iterator[Stack]:
         yield running
     finally:
         running.down()
+
+
+@pytest.fixture(scope='session')
+def keyed_stack(images_built, filled_model_cache, tmp_path_factory):
+    """A stack with API_KEY given the documented way, a file (API_KEY_FILE) attached as a compose secret, and a small
+    MAX_GRPC_MESSAGE_BYTES; shared by the key tests and the framework clients."""
+    key_file = tmp_path_factory.mktemp('secrets') / 'api_key'
+    key_file.write_text(KEYED_STACK_API_KEY + '\n')
+    key_file.chmod(0o644)  # the gateway runs as uid 1000; the tests may run as root
+    with own_stack(
+        'api-key', filled_model_cache, API_KEY_FILE=str(key_file),
+        MAX_GRPC_MESSAGE_BYTES=str(KEYED_STACK_MAX_GRPC_MESSAGE),
+    ) as stack:  # fmt: skip
+        yield stack

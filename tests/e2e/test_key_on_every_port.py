@@ -15,7 +15,8 @@ import grpc
 import numpy as np
 import pytest
 import requests
-from compose_stack import own_stack
+from compose_stack import KEYED_STACK_API_KEY as API_KEY
+from compose_stack import KEYED_STACK_MAX_GRPC_MESSAGE as MAX_MESSAGE
 from docarray import DocList
 from docarray.documents import TextDoc
 from google.protobuf import empty_pb2
@@ -28,21 +29,7 @@ from jina.types.request.data import DataRequest
 
 pytestmark = pytest.mark.e2e
 
-API_KEY = 'grpc-test-key-not-a-secret'
 KEY = (('authorization', f'Bearer {API_KEY}'),)
-MAX_MESSAGE = 64 * 1024
-
-
-@pytest.fixture(scope='module')
-def keyed_stack(images_built, filled_model_cache, tmp_path_factory):
-    """The key given the documented way: a file (API_KEY_FILE), attached as a compose secret."""
-    key_file = tmp_path_factory.mktemp('secrets') / 'api_key'
-    key_file.write_text(API_KEY + '\n')
-    key_file.chmod(0o644)  # the gateway runs as uid 1000; the tests may run as root
-    with own_stack(
-        'api-key', filled_model_cache, API_KEY_FILE=str(key_file), MAX_GRPC_MESSAGE_BYTES=str(MAX_MESSAGE)
-    ) as stack:
-        yield stack
 
 
 def test_the_key_file_stays_out_of_the_containers_environment(keyed_stack):
