@@ -171,6 +171,22 @@ class TextWindow:
 VERIFY_SAMPLE = ' '.join(f'word{i}, (text) {i * 7}.' for i in range(2_000))
 
 
+def over_the_limit(text: str, max_tokens: int, count_tokens, window: TextWindow | None) -> tuple[bool, int | None]:
+    """Whether `text` holds more than `max_tokens` tokens (special tokens included), and how many when that was
+    counted. The cost is bounded as the cut's is: a text is tokenised whole only up to max_tokens * 16 characters;
+    past that, its first such characters are counted (more than the limit: over, count not told), else the cut
+    decides. `count_tokens(text)`: the model's tokenizer, with special tokens."""
+    if len(text) * 4 + 8 <= max_tokens:  # no tokenizer makes more tokens than UTF-8 bytes, plus a few specials
+        return False, None
+    head_chars = max_tokens * CHARS_PER_TOKEN_UNCUT
+    tokens = count_tokens(text[:head_chars])
+    if len(text) <= head_chars:
+        return tokens > max_tokens, tokens
+    if tokens > max_tokens:
+        return True, None
+    return (window is not None and window.cut(text) != text), None
+
+
 def json_kind(value) -> str:
     """What a JSON value is, in words: 'an object', 'a list', 'a number', ..."""
     return {dict: 'an object', list: 'a list', str: 'a string', bool: 'a boolean', type(None): 'null'}.get(

@@ -28,6 +28,7 @@ from encode_inputs import (
     check_parameters,
     describe_bad_text,
     listed,
+    over_the_limit,
 )
 from jina import Executor, dynamic_batching, requests
 from jina.serve.runtimes.worker.batch_queue import BatchQueue
@@ -205,13 +206,24 @@ def load_model(
 
 def _answer_empty_requests_at_once(push):
     """Jina 3.33's BatchQueue never answers a request with no docs (no batch ever holds it): the request, and its
-    client, wait forever (schemathesis found it with `{"data": []}`). Answer it at once, unchanged."""
+    client, wait forever (schemathesis found it with `{"data": []}`). Answer it at once, unchanged.
+
+    And refuse, alone, a request the executor would refuse for its own docs (a prompt_name the model lacks, a text
+    over the limit with AUTO_TRUNCATE=false): raised inside the batch, the error would fail every request joined
+    with it, naming another client's doc."""
 
     async def push_or_answer(self, request, http=False):
         if len(request.docs) == 0:
             answered = asyncio.Queue()
             answered.put_nowait(None)  # what the queue's consumer reads for "done, no error"
             return answered
+        executor = getattr(getattr(self.func, 'func', None), '__self__', None)  # partial(executor.__acall__, ...)
+        refusal = getattr(executor, 'refusal_before_batching', None)
+        problem = refusal(request.docs, self.params) if refusal else None
+        if problem is not None:
+            refused = asyncio.Queue()
+            refused.put_nowait(problem)  # the consumer raises an Exception it reads, for this request only
+            return refused
         return await push(self, request, http=http)
 
     return push_or_answer
@@ -392,6 +404,17 @@ class SentenceEncoder(Executor):
             self._docs_per_request.observe(len(docs))
         return docs
 
+    def refusal_before_batching(self, docs: DocList[TextDoc], parameters: dict | None) -> BadRequestError | None:
+        """What `encode` would refuse in this request alone, before dynamic batching joins it with others."""
+        try:
+            options = self._options(parameters or {})
+            texts = self._prompted([doc.text for doc in docs], options.prompt_name)
+            if not self.auto_truncate:
+                self._refuse_texts_over_the_limit(texts, [doc.id for doc in docs])
+        except BadRequestError as refused:
+            return refused
+        return None
+
     def _prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
         """The texts after the prompt `prompt_name` names (None: the default prompt, or none)."""
         name = prompt_name if prompt_name is not None else self.default_prompt_name
@@ -402,19 +425,26 @@ class SentenceEncoder(Executor):
             raise BadRequestError(f'`parameters.prompt_name` {name!r} is not a prompt of {self.model_name} (its '
                                   f'prompts: {known}): send one of those, or leave it out')  # fmt: skip
         prompt = self.model.prompts[name] or ''
+        if prompt and not pools_prompts(self.model):
+            raise BadRequestError(f'`parameters.prompt_name` {name!r}: the model pools without the prompt\'s tokens '
+                                  '(include_prompt: false), which this encoder does not do: leave it out')  # fmt: skip
         return [prompt + text for text in texts] if prompt else texts
 
     def _refuse_texts_over_the_limit(self, texts: list[str], ids: list) -> None:
         """AUTO_TRUNCATE=false: a text longer than the model reads is refused, named, with its token count."""
         limit = self.model.max_seq_length
+        if not limit:
+            return  # a model that states no limit reads whole texts
+
+        def count(text: str) -> int:
+            return len(self.model.tokenizer(text, truncation=False)['input_ids'])
+
         over = []
         for position, text in enumerate(texts):
-            if len(text) * 4 + 8 <= limit:  # no tokenizer makes more tokens than UTF-8 bytes, plus its specials
-                continue
-            tokens = len(self.model.tokenizer(text[:100_000], truncation=False)['input_ids'])
-            if tokens > limit or len(text) > 100_000:
+            found, tokens = over_the_limit(text, limit, count, self.text_window)
+            if found:
                 name = ids[position] if ids[position] is not None else f'#{position}'
-                over.append(f'{name} ({tokens} tokens)' if len(text) <= 100_000 else f'{name} (over 100000 characters)')
+                over.append(f'{name} ({tokens} tokens)' if tokens else f'{name} (more than {limit} tokens)')
         if over:
             raise BadRequestError(
                 f'docs {listed(over)} are longer than the {limit} tokens the model reads, and this encoder does not '
@@ -472,12 +502,24 @@ class SentenceEncoder(Executor):
 
 
 def checked_default_prompt(model: SentenceTransformer, configured: str | None) -> str | None:
-    """ENCODER_DEFAULT_PROMPT_NAME, else the model's own default_prompt_name; one the model lacks stops the start."""
+    """ENCODER_DEFAULT_PROMPT_NAME, else the model's own default_prompt_name; one the model lacks, or a non-empty
+    one a model pooling without its prompt's tokens would get wrong, stops the start."""
     name = (configured or '').strip() or model.default_prompt_name
     if name is not None and name not in (model.prompts or {}):
         known = ', '.join(sorted(model.prompts or {})) or 'none'
         raise StartupError(f'ENCODER_DEFAULT_PROMPT_NAME={name} is not a prompt of the model (its prompts: {known})')
+    if name is not None and model.prompts[name] and not pools_prompts(model):
+        raise StartupError(
+            f"the default prompt {name} cannot be served: the model pools without the prompt's "
+            'tokens (include_prompt: false), which this encoder does not do; set no default prompt'
+        )
     return name
+
+
+def pools_prompts(model: SentenceTransformer) -> bool:
+    """Whether the model pools a prompt's tokens with the text's (every Pooling module's include_prompt, True by
+    default). This encoder puts a prompt before the text; sentence-transformers can also leave its tokens out."""
+    return all(getattr(module, 'include_prompt', True) is not False for module in model)
 
 
 def auto_truncate() -> bool:

@@ -88,8 +88,9 @@ from settings import (
     TLS_KEY_FILE,
 )
 from tei_shapes import TEI_ROUTES, EmbedRequest, SimpleToken, TEIError, TokenizeRequest, tei_error
-from token_counting import COUNTED_CHARS, TokenCounter
+from token_counting import TokenCounter
 
+TOKENIZE_AT_ONCE = 2  # POST /tokenize requests worked on at once (answer_tokenize)
 ENCODE_ENDPOINT = '/encode'
 OPENAI_EMBEDDINGS = '/v1/embeddings'
 # The encoder's /encode without its dynamic-batching wait (executor.py): joined HTTP requests are batches already.
@@ -118,6 +119,10 @@ class EmbeddingHTTPGateway(HTTPGateway):
             MODEL_NAME, MAX_TOKENS_PER_INPUT, DEFAULT_PROMPT_NAME, MATRYOSHKA_DIMENSIONS
         )
         self._token_counter = getattr(self, '_token_counter', None) or TokenCounter(MODEL_NAME, self._model.max_tokens)
+        if not AUTO_TRUNCATE and not self._token_counter.exact:
+            raise SystemExit(f'AUTO_TRUNCATE=false needs the tokenizer of {MODEL_NAME} in the gateway\'s model cache '
+                             '(tokenizer.json) to tell which texts are too long: fill it (make model)')  # fmt: skip
+        self._tokenizing = getattr(self, '_tokenizing', None) or asyncio.Semaphore(TOKENIZE_AT_ONCE)
         if not self._token_counter.exact:
             self.logger.warning(f'no tokenizer.json for {MODEL_NAME} in the HF cache: usage counts are estimates')
         self._coalescer = getattr(self, '_coalescer', None) or RequestCoalescer(
@@ -255,7 +260,7 @@ class EmbeddingHTTPGateway(HTTPGateway):
             vectors = await self._coalescer.encode(texts, EncodeOptions(normalize=request.normalize), names)
         except EncoderRefused as error:
             return tei_error(422 if error.input_fault else error.status, str(error), error.headers)
-        vectors = shortened(vectors, request.dimensions, self._model.normalized and request.normalize)
+        vectors = shortened(vectors, request.dimensions, request.normalize)  # TEI: cut, then normalise
         return Response(orjson.dumps(vectors, option=orjson.OPT_SERIALIZE_NUMPY), media_type='application/json')
 
     async def answer_tokenize(self, request: TEIRequest) -> Response:
@@ -265,8 +270,11 @@ class EmbeddingHTTPGateway(HTTPGateway):
             return tei_error(503, f'no tokenizer.json for {self._model.name} in the gateway\'s model cache: '
                              'fill it (make model)', {'Retry-After': '60'})  # fmt: skip
         texts = [request.prompt + text for text in request.texts]
-        tokens = await asyncio.to_thread(lambda: [counter.tokens(text, request.add_special_tokens) for text in texts])
-        return Response(orjson.dumps(tokens), media_type='application/json')
+        # A token costs an object in the answer (~100 bytes of JSON, a few hundred in memory) where an embedding's
+        # size is fixed: few /tokenize requests are worked on at once, so that many cannot add up in memory.
+        async with self._tokenizing:
+            tokens = await asyncio.to_thread(lambda: [counter.tokens(t, request.add_special_tokens) for t in texts])
+            return Response(orjson.dumps(tokens), media_type='application/json')
 
     async def answer_encode(self, request: EncodeRequest) -> Response:
         """POST /encode in Jina's reply shape: every doc as sent (id, text, url), with its embedding, in order."""
@@ -401,7 +409,7 @@ def refuse_texts_over_the_limit(counter: TokenCounter, texts: list[str]) -> None
     over = counter.over_limit(texts)
     if over:
         listed = ', '.join(
-            f'[{index}] ({tokens} tokens)' if tokens else f'[{index}] (over {COUNTED_CHARS} characters)'
+            f'[{index}] ({tokens} tokens)' if tokens else f'[{index}] (more than {counter.max_tokens} tokens)'
             for index, tokens in over[:10]
         ) + (f' and {len(over) - 10} more' if len(over) > 10 else '')
         raise RequestProblem(

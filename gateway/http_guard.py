@@ -16,7 +16,7 @@ import asyncio
 
 from api_key import bearer_matches
 from http_origin import declared_json, host_allow_list, host_name
-from openai_shapes import error_for, openai_error, refusal_for
+from openai_shapes import error_for, refusal_for
 from settings import (
     ALLOWED_HOSTS,
     BODY_TIMEOUT_S,
@@ -140,7 +140,7 @@ class HTTPGuard:
             if embedding:
                 reply = await self.gateway.answer_embedding_request(path, body)
                 if in_flight.draining and reply.status_code == 500:
-                    reply = unanswered_at_shutdown()
+                    reply = unanswered_at_shutdown(path)
                 return await reply(scope, receive, send_noting_the_start)
             await self.app(scope, replay_body(body, receive), send_noting_the_start)
         except (Exception, asyncio.CancelledError):
@@ -148,7 +148,7 @@ class HTTPGuard:
                 raise
             # Still running when the drain's budget ran out: cut off by the drain, or Jina's shutdown closed the
             # connection to the encoder under it. Say so, instead of a bare 500 or a closed connection.
-            await unanswered_at_shutdown()(scope, receive, send)
+            await unanswered_at_shutdown(path)(scope, receive, send)
         finally:
             self.budget.give_back(held)
             in_flight.tasks.discard(task)
@@ -249,8 +249,8 @@ def body_too_large_message(size: int | None) -> str:
     return f'{what} is over the limit of {MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)'
 
 
-def unanswered_at_shutdown():
-    return openai_error(
-        503, f'the gateway shut down before this request was answered (DRAIN_TIMEOUT_S={DRAIN_TIMEOUT_S:g} s ran '
-        'out): retry it', headers={'Retry-After': '5'},
+def unanswered_at_shutdown(path: str):
+    return refusal_for(
+        path, 503, f'the gateway shut down before this request was answered (DRAIN_TIMEOUT_S={DRAIN_TIMEOUT_S:g} s '
+        'ran out): retry it', {'Retry-After': '5'},
     )  # fmt: skip

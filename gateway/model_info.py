@@ -31,11 +31,19 @@ class ModelInfo:
     # Shorter dimensions the deployment serves (MATRYOSHKA_DIMENSIONS), for a model trained for them: the first
     # `d` values, normalised again when the model's embeddings are unit length.
     matryoshka_dimensions: tuple[int, ...] = ()
+    # False for a model whose Pooling leaves the prompt's tokens out (include_prompt: false, INSTRUCTOR-style): this
+    # server puts a prompt before the text, so such a model's non-empty prompts are refused, not served wrong.
+    prompt_pooled: bool = True
 
     def prompt(self, name: str | None) -> str:
         """The text of prompt `name` (None: the default prompt, or none); KeyError for a name the model lacks."""
         name = name if name is not None else self.default_prompt_name
-        return '' if name is None else self.prompts[name]
+        if name is None:
+            return ''
+        prompt = self.prompts[name]
+        if prompt and not self.prompt_pooled:
+            raise KeyError(name)
+        return prompt
 
 
 def read_model_info(
@@ -47,15 +55,22 @@ def read_model_info(
     the model's dimension."""
     settings = _json(model, 'config_sentence_transformers.json') or {}
     prompts = settings.get('prompts') or {}
-    prompts = {str(name): str(text) for name, text in prompts.items()} if isinstance(prompts, dict) else {}
+    # A null prompt is no prompt, as sentence-transformers reads it.
+    prompts = {str(k): '' if v is None else str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
     prompts = {**SENTENCE_TRANSFORMERS_PROMPTS, **prompts}
     default = default_prompt_name or settings.get('default_prompt_name') or None
     if default is not None and default not in prompts:
         known = ', '.join(sorted(prompts)) or 'none'
         raise SystemExit(f'ENCODER_DEFAULT_PROMPT_NAME={default} is not a prompt of {model} (its prompts: {known})')
-    dimension, normalized, pooling = _output(model)
+    dimension, normalized, pooling, prompt_pooled = _output(model)
+    if not prompt_pooled and default is not None and prompts[default]:
+        raise SystemExit(
+            f"the default prompt {default} cannot be served: {model} pools without the prompt's tokens "
+            '(include_prompt: false), which this server does not do; set no default prompt'
+        )
     shorter = _dimensions(matryoshka_dimensions, dimension)
     return ModelInfo(
+        prompt_pooled=prompt_pooled,
         matryoshka_dimensions=shorter,
         name=model,
         max_tokens=_max_seq_length(model) or fallback_max_tokens,
@@ -72,7 +87,7 @@ def _dimensions(listed: str, dimension: int | None) -> tuple[int, ...]:
     """MATRYOSHKA_DIMENSIONS ("256,128"): each a whole number below the model's dimension, or SystemExit."""
     values = []
     for item in (part.strip() for part in listed.split(',') if part.strip()):
-        if not item.isdigit() or not 0 < int(item) < (dimension or 0):
+        if not (item.isascii() and item.isdigit()) or not 0 < int(item) < (dimension or 0):
             raise SystemExit(
                 f"MATRYOSHKA_DIMENSIONS: {item!r} is not a whole number between 0 and the model's dimension "
                 f'({dimension or "unknown: its files do not state it"})'
@@ -91,31 +106,37 @@ POOLING_MODES = {
 }
 
 
-def _output(model: str) -> tuple[int | None, bool, str | None]:
-    """(dimension, normalised, pooling mode) after the model's last module, as sentence-transformers chains them."""
+def _output(model: str) -> tuple[int | None, bool, str | None, bool]:
+    """(dimension, normalised, pooling mode, whether pooling includes a prompt's tokens) after the model's last
+    module, as sentence-transformers chains them. Pooling configs in both layouts: sentence-transformers before 6
+    (word_embedding_dimension, pooling_mode_* flags) and from 6 (embedding_dimension, pooling_mode)."""
     modules = _json(model, 'modules.json')
     if not isinstance(modules, list):
-        return None, False, None
-    dimension, normalized, pooling = None, False, None
+        return None, False, None, True
+    dimension, normalized, pooling, prompt_pooled = None, False, None, True
     for module in modules:
         kind = str(module.get('type', '')).rsplit('.', 1)[-1]
         config = _json(model, os.path.join(module.get('path') or '', 'config.json')) or {}
         if kind == 'Transformer':
             dimension = config.get('hidden_size') or config.get('d_model')
         elif kind == 'Pooling':
+            declared = config.get('pooling_mode')
             modes = [name for key, name in POOLING_MODES.items() if config.get(key)]
+            if declared:
+                modes = [declared] if isinstance(declared, str) else [str(mode) for mode in declared]
             pooling = '+'.join(modes) or None
-            base = config.get('word_embedding_dimension')
+            base = config.get('word_embedding_dimension') or config.get('embedding_dimension')
             dimension = base * max(1, len(modes)) if isinstance(base, int) else None
+            prompt_pooled = config.get('include_prompt', True) is not False
         elif kind == 'Dense':
             dimension = config.get('out_features')
         elif kind == 'Normalize':
             normalized = True
             continue
         elif kind not in ('Dropout', 'LayerNorm'):
-            return None, False, pooling  # a module whose output this reader cannot tell
+            return None, False, pooling, prompt_pooled  # a module whose output this reader cannot tell
         normalized = False
-    return (dimension if isinstance(dimension, int) else None), normalized, pooling
+    return (dimension if isinstance(dimension, int) else None), normalized, pooling, prompt_pooled
 
 
 def model_file(model: str, name: str) -> str | None:

@@ -25,7 +25,7 @@ EMBED_FIELDS = ('inputs', 'normalize', 'truncate', 'truncation_direction', 'prom
 TOKENIZE_FIELDS = ('inputs', 'add_special_tokens', 'prompt_name')
 # The characters one POST /tokenize may hold, all texts together: its answer holds an object per token (~100 bytes
 # of JSON, several hundred in memory), unlike an embedding's fixed size.
-MAX_TOKENIZE_CHARS = 200_000
+MAX_TOKENIZE_CHARS = 32_768
 ENCODING_FORMATS = ('float', 'base64')
 ENCODE_FIELDS = ('data', 'parameters', 'header')
 # A TextDoc's fields. `embedding` and `bytes_` are the encoder's to fill (or unused): sent, they are refused.
@@ -226,13 +226,15 @@ def check_dimensions(value, model: ModelInfo) -> int | None:
         return None
     if value in model.matryoshka_dimensions:
         return value
-    own = f'{model.dimension}-dimensional' if model.dimension else 'embeddings of a dimension its files do not state'
+    if not model.dimension:
+        return _refuse(f'`dimensions` {value}: the files of {model.name} do not state its dimension, so this server '
+                       'cannot check it: leave `dimensions` out', 'dimensions')  # fmt: skip
     served = ', '.join(str(d) for d in model.matryoshka_dimensions)
     also = f'; this deployment also serves {served} (MATRYOSHKA_DIMENSIONS)' if served else ''
     return _refuse(
-        f'`dimensions` {value}: {model.name} gives {own} embeddings and was not trained to give shorter ones '
-        f'(Matryoshka), so a cut vector would lose quality: leave `dimensions` out'
-        + (f' or send {model.dimension}' if model.dimension else '') + also, 'dimensions',
+        f'`dimensions` {value}: {model.name} gives {model.dimension}-dimensional embeddings and was not trained to '
+        f'give shorter ones (Matryoshka), so a cut vector would lose quality: leave `dimensions` out or send '
+        f'{model.dimension}{also}', 'dimensions',
     )  # fmt: skip
 
 
@@ -243,6 +245,10 @@ def check_prompt_name(name, model: ModelInfo) -> str:
     try:
         return model.prompt(name)
     except KeyError:
+        if name in model.prompts:
+            return _refuse(f'`prompt_name` {shown(name)}: {model.name} pools without the prompt\'s tokens '
+                           '(include_prompt: false), which this server does not do: leave it out',
+                           'prompt_name')  # fmt: skip
         known = _names(sorted(model.prompts)) if model.prompts else 'none'
         return _refuse(f'`prompt_name` {shown(name)} is not a prompt of {model.name} (its prompts: {known}): '
                        'send one of those, or leave it out', 'prompt_name')  # fmt: skip

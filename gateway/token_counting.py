@@ -4,13 +4,8 @@ AUTO_TRUNCATE=false), and TEI's /tokenize."""
 
 from __future__ import annotations
 
-from encode_inputs import VERIFY_SAMPLE, TextWindow
+from encode_inputs import VERIFY_SAMPLE, TextWindow, over_the_limit
 from model_info import model_file
-
-# Texts up to this many characters are tokenised whole to say how many tokens they hold; longer ones are only said
-# to be over the limit (tokenising 8 MB whole took a GiB).
-COUNTED_CHARS = 100_000
-SPECIAL_TOKENS_AT_MOST = 8  # [CLS] and [SEP], <s> and </s>, ...: a bound on what a tokenizer adds around a text
 
 
 class TokenCounter:
@@ -54,19 +49,20 @@ class TokenCounter:
         return sum(min(len(encoding.ids), self.max_tokens) for encoding in encodings)
 
     def over_limit(self, texts: list[str]) -> list[tuple[int, int | None]]:
-        """(index, token count) of each text longer than the model reads; the count is None for a text over
-        COUNTED_CHARS characters. Empty without a tokenizer (nothing can be told: the encoder cuts)."""
+        """(index, token count) of each text longer than the model reads; the count is None when only a long
+        text's head was counted (encode_inputs.over_the_limit bounds the work as the cut does). Empty without a
+        tokenizer (the gateway refuses to start with AUTO_TRUNCATE=false then)."""
         if self._tokenizer is None:
             return []
+        tokenizer = self._tokenizer
+
+        def count(text: str) -> int:
+            return len(tokenizer.encode(text).ids)
+
         found = []
         for index, text in enumerate(texts):
-            if len(text) * 4 + SPECIAL_TOKENS_AT_MOST <= self.max_tokens:
-                continue  # no tokenizer makes more tokens than UTF-8 bytes (at most 4 a character)
-            if len(text) > COUNTED_CHARS:
-                found.append((index, None))
-                continue
-            tokens = len(self._tokenizer.encode(text).ids)
-            if tokens > self.max_tokens:
+            over, tokens = over_the_limit(text, self.max_tokens, count, self.window)
+            if over:
                 found.append((index, tokens))
         return found
 

@@ -65,9 +65,12 @@ def download_from_hub(model: str, cache_dir: Path, revision: str | None) -> bool
     os.environ.setdefault('HF_HUB_ETAG_TIMEOUT', '10')
     os.environ.setdefault('HF_HUB_DOWNLOAD_TIMEOUT', '30')
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
-        snapshot_download(model, cache_dir=cache_dir, revision=revision, allow_patterns=MODEL_FILE_PATTERNS)
+        files = HfApi().list_repo_files(model, revision=revision)
+        # PyTorch's .bin weights only for a model that has no safetensors ones (its only weights then).
+        patterns = MODEL_FILE_PATTERNS + ([] if any(f.endswith('.safetensors') for f in files) else ['*.bin'])
+        snapshot_download(model, cache_dir=cache_dir, revision=revision, allow_patterns=patterns)
         if revision:
             (model_folder(model, cache_dir) / 'refs').mkdir(parents=True, exist_ok=True)
             (model_folder(model, cache_dir) / 'refs' / 'main').write_text(revision)

@@ -16,6 +16,12 @@ secret=${API_KEY_SECRET:-sentence_encoder_api_key}
 timeout=${WAIT_TIMEOUT:-300}
 log() { printf '[swarm-up] %s\n' "$*" >&2; }
 
+# The key from a file (API_KEY_FILE), as compose takes it, or from API_KEY.
+if [ -n "${API_KEY_FILE:-}" ]; then
+  [ -z "${API_KEY:-}" ] || { log "set one of API_KEY and API_KEY_FILE, not both"; exit 1; }
+  [ -r "$API_KEY_FILE" ] || { log "API_KEY_FILE=$API_KEY_FILE cannot be read"; exit 1; }
+  API_KEY=$(tr -d '[:space:]' < "$API_KEY_FILE")
+fi
 # The key guards a port open to the network: a short or placeholder one is refused before anything changes.
 MIN_KEY_LENGTH=32
 if [ -n "${API_KEY:-}" ] && [ "${#API_KEY}" -lt "$MIN_KEY_LENGTH" ]; then
@@ -94,6 +100,16 @@ stack_files=(-c swarm.yml)
 # would carry nothing), and it applies when the network is created (make swarm-down first to change it).
 if [ "${ENCRYPT_OVERLAY:-0}" = 1 ]; then
   stack_files+=(-c swarm.encrypted.yml); log "the overlay network is encrypted (ENCRYPT_OVERLAY=1)"
+fi
+# A deploy keeps an existing network as it is: a change of ENCRYPT_OVERLAY would be silently ignored.
+network="${stack}_jina-network"
+existing=$(docker network inspect -f '{{.Name}} {{range $name, $value := .Options}}{{$name}} {{end}}' "$network" 2>/dev/null || true)
+if [ -n "$existing" ]; then
+  is_encrypted=0; [[ " $existing " == *" encrypted "* ]] && is_encrypted=1
+  if [ "$is_encrypted" != "${ENCRYPT_OVERLAY:-0}" ]; then
+    log "the network $network exists $([ "$is_encrypted" = 1 ] && echo encrypted || echo unencrypted); ENCRYPT_OVERLAY=${ENCRYPT_OVERLAY:-0} applies when it is created: make swarm-down first"
+    exit 1
+  fi
 fi
 docker stack deploy --prune --resolve-image never "${stack_files[@]}" "$stack" >/dev/null
 

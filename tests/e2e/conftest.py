@@ -54,13 +54,14 @@ def stack(images_built, filled_model_cache) -> Iterator[Stack]:
 
 @pytest.fixture(scope='session')
 def keyed_stack(images_built, filled_model_cache, tmp_path_factory):
-    """A stack with API_KEY given the documented way, a file (API_KEY_FILE) attached as a compose secret, and a small
-    MAX_GRPC_MESSAGE_BYTES; shared by the key tests and the framework clients."""
+    """A stack with API_KEY given the documented way, a file (API_KEY_FILE) attached as a compose secret, a small
+    MAX_GRPC_MESSAGE_BYTES and AUTO_TRUNCATE=false; shared by the key tests, the truncation policy's and the
+    framework clients (whose texts are short)."""
     key_file = tmp_path_factory.mktemp('secrets') / 'api_key'
     key_file.write_text(KEYED_STACK_API_KEY + '\n')
     key_file.chmod(0o644)  # the gateway runs as uid 1000; the tests may run as root
     with own_stack(
         'api-key', filled_model_cache, API_KEY_FILE=str(key_file),
-        MAX_GRPC_MESSAGE_BYTES=str(KEYED_STACK_MAX_GRPC_MESSAGE),
+        MAX_GRPC_MESSAGE_BYTES=str(KEYED_STACK_MAX_GRPC_MESSAGE), AUTO_TRUNCATE='false',
     ) as stack:  # fmt: skip
         yield stack

@@ -25,7 +25,7 @@ def minilm() -> ModelInfo:
 
 @pytest.fixture
 def prompted_model_dir(tmp_path, reference_model):
-    """The same model's files in a directory of their own, with prompts, a default prompt and a Dense layer."""
+    """The same model's files in a directory of their own, with prompts and a default prompt."""
     from huggingface_hub import snapshot_download
 
     folder = tmp_path / 'model'
@@ -134,7 +134,7 @@ def test_tei_requests_take_teis_fields_and_defaults(minilm):
      ('/embed', {'inputs': 'x', 'truncation_direction': 'Left'}, "`truncation_direction` 'Left': this server keeps"),
      ('/embed', {'inputs': ['a'] * 5}, '`inputs` has 5 texts, over the limit of 4 per request'),
      ('/tokenize', {'inputs': 'x', 'normalize': True}, 'unknown fields `normalize`: /tokenize takes'),
-     ('/tokenize', {'inputs': ['x' * 100_000, 'y' * 100_001]}, '`inputs` hold 200001 characters, over the 200000')],
+     ('/tokenize', {'inputs': ['x' * 16_384, 'y' * 16_385]}, '`inputs` hold 32769 characters, over the 32768')],
 )  # fmt: skip
 def test_tei_refusals_name_the_field_and_the_fix(minilm, route, body, message):
     with pytest.raises(RequestProblem) as refused:
@@ -161,3 +161,37 @@ def test_tokenize_gives_the_models_tokens_with_their_spans(counter, reference_mo
     assert tokens[0] == {'id': 101, 'text': '[CLS]', 'special': True, 'start': None, 'stop': None}
     assert tokens[1] == {'id': 7592, 'text': 'hello', 'special': False, 'start': 0, 'stop': 5}
     assert [t['text'] for t in counter.tokens('Hello world', add_special_tokens=False)] == ['hello', 'world']
+
+
+def test_a_model_pooling_without_its_prompt_gets_no_non_empty_prompt(prompted_model_dir):
+    """INSTRUCTOR-style models leave the prompt's tokens out of pooling (include_prompt: false); a prompt put before
+    the text would change their embeddings, so such prompts are refused, and such a default stops the start."""
+    pooling = prompted_model_dir / '1_Pooling' / 'config.json'
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), 'include_prompt': False}))
+    with pytest.raises(SystemExit, match=r'the default prompt passage cannot be served: .* \(include_prompt: false\)'):
+        read_model_info(str(prompted_model_dir), 1)
+    settings = prompted_model_dir / 'config_sentence_transformers.json'
+    settings.write_text(json.dumps({'prompts': {'query': 'query: '}}))
+    model = read_model_info(str(prompted_model_dir), 1)
+    assert model.prompt_pooled is False
+    with pytest.raises(RequestProblem, match=r"`prompt_name` 'query': .* pools without the prompt's tokens"):
+        check_openai_request({'input': 'x', 'prompt_name': 'query'}, 4, model)
+    assert check_openai_request({'input': 'x', 'prompt_name': 'document'}, 4, model).prompt == ''
+
+
+def test_sentence_transformers_6_pooling_configs_and_unknown_modules(prompted_model_dir):
+    pooling = prompted_model_dir / '1_Pooling' / 'config.json'
+    pooling.write_text(json.dumps({'embedding_dimension': 384, 'pooling_mode': 'cls', 'include_prompt': True}))
+    model = read_model_info(str(prompted_model_dir), 1)
+    assert (model.dimension, model.pooling) == (384, 'cls')
+    modules = json.loads((prompted_model_dir / 'modules.json').read_text())
+    modules.insert(1, {'idx': 9, 'name': '9', 'path': '', 'type': 'sentence_transformers.models.Router'})
+    (prompted_model_dir / 'modules.json').write_text(json.dumps(modules))
+    unknown = read_model_info(str(prompted_model_dir), 1)
+    assert unknown.dimension is None
+    with pytest.raises(RequestProblem) as refused:
+        check_openai_request({'input': 'x', 'dimensions': 384}, 4, unknown)
+    assert refused.value.message == (
+        f'`dimensions` 384: the files of {prompted_model_dir} do not state its dimension, so this server cannot check '
+        'it: leave `dimensions` out'
+    )

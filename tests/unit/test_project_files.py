@@ -101,3 +101,35 @@ def test_swarm_up_refuses_an_unknown_encrypt_overlay_value(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1 and "ENCRYPT_OVERLAY is 0 or 1, not 'yes'" in result.stderr
     assert docker_calls == []
+
+
+def test_swarm_up_refuses_to_change_the_encryption_of_an_existing_network(tmp_path):
+    """docker stack deploy keeps an existing network as it is: ENCRYPT_OVERLAY=1 on an unencrypted one would be a
+    silent no-op, so it is refused before the deploy."""
+    bin_dir, calls = tmp_path / 'bin', tmp_path / 'docker-calls'
+    bin_dir.mkdir()
+    (bin_dir / 'docker').write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n'
+        'case "$1 $2" in "network inspect") echo "sentence-encoder_jina-network com.docker.network.driver.x ";; esac\n'
+    )
+    (bin_dir / 'docker').chmod(0o755)
+    result = subprocess.run(
+        ['bash', str(REPO / 'scripts' / 'swarm-up.sh')],
+        env={'PATH': f'{bin_dir}:/usr/bin:/bin', 'API_KEY': 'k' * 32, 'TLS_CERT_FILE': __file__,
+             'TLS_KEY_FILE': __file__, 'HOME': str(tmp_path), 'ENCRYPT_OVERLAY': '1'},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        'the network sentence-encoder_jina-network exists unencrypted; ENCRYPT_OVERLAY=1 applies when it is created'
+        in result.stderr
+    )
+    assert not any(call.startswith('stack deploy') for call in calls.read_text().splitlines())
+
+
+def test_swarm_up_reads_the_key_from_api_key_file(tmp_path):
+    key_file = tmp_path / 'api_key'
+    key_file.write_text('short\n')
+    result, docker_calls = swarm_up_without_docker(tmp_path, API_KEY_FILE=str(key_file))
+    assert result.returncode == 1 and 'API_KEY has 5 characters: use at least 32' in result.stderr
+    assert docker_calls == []
