@@ -83,6 +83,7 @@ from settings import (
     MAX_INPUTS_PER_REQUEST,
     MAX_QUEUED_TEXTS,
     MAX_TOKENS_PER_INPUT,
+    MODEL_DTYPE,
     MODEL_NAME,
     TLS_CERT_FILE,
     TLS_KEY_FILE,
@@ -434,7 +435,7 @@ def tei_info(model: ModelInfo) -> dict:
     return {
         'model_id': model.name,
         'model_sha': model.revision,
-        'model_dtype': 'float32',
+        'model_dtype': MODEL_DTYPE,
         'model_type': {'embedding': {'pooling': model.pooling or 'unknown'}},
         'max_concurrent_requests': MAX_CONCURRENT_REQUESTS,
         'max_input_length': model.max_tokens,

@@ -25,6 +25,8 @@ DEFAULT_PROMPT_NAME = os.environ.get('ENCODER_DEFAULT_PROMPT_NAME', '').strip() 
 # Shorter embedding dimensions served on request (`dimensions`), for a model trained for them (Matryoshka), e.g.
 # "256,128". Empty: only the model's own dimension.
 MATRYOSHKA_DIMENSIONS = os.environ.get('MATRYOSHKA_DIMENSIONS', '')
+# The encoder's compute dtype, as compose passes it to both (TEI's /info `model_dtype`); answers are float32 always.
+MODEL_DTYPE = os.environ.get('ENCODER_DTYPE', 'float32')
 
 # ---- what one request may hold
 # OpenAI's limit of inputs per request (TEI: 32, configurable).

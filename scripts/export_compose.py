@@ -265,6 +265,7 @@ def gateway_service(exported: dict, encoder_names: list[str], model: str, contex
             'AUTO_TRUNCATE=${AUTO_TRUNCATE:-true}',
             'ENCODER_DEFAULT_PROMPT_NAME=${ENCODER_DEFAULT_PROMPT_NAME:-}',
             'MATRYOSHKA_DIMENSIONS=${MATRYOSHKA_DIMENSIONS:-}',
+            'ENCODER_DTYPE=${ENCODER_DTYPE:-float32}',  # TEI's /info names the encoder's compute dtype
             # Bounds on what clients control (gateway/settings.py; docs/reliability.md has why each default).
             'MAX_BATCH_SIZE=${MAX_BATCH_SIZE:-512}',
             'MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-512}',
