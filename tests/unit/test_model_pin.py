@@ -34,3 +34,22 @@ def test_make_model_refuses_files_that_are_not_the_published_ones(tmp_path: Path
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and 'tokenizer.json' in lines[0] and 'not the published' in lines[0], refused.stderr
     assert 'make model' in lines[0]
+
+
+def test_a_download_cut_short_is_filled_again_not_taken_as_cached(tmp_path: Path):
+    """A hub download killed midway leaves its marker: the next run fills the model again (here from the packaged
+    copy, offline) instead of taking a model without all its files as cached, and removes the marker."""
+    cache = tmp_path / 'hub'
+    subprocess.run([*FILL, '--cache-dir', str(cache)], check=True, capture_output=True, text=True)
+    model = cache / 'models--sentence-transformers--all-MiniLM-L6-v2'
+    snapshot = next(model.glob('snapshots/*'))
+    (snapshot / 'model.safetensors').unlink()  # what a cut download may lack
+    (model / '.fill_model_cache-downloading').touch()
+
+    again = subprocess.run([*FILL, '--cache-dir', str(cache)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert 'copied the packaged' in again.stdout
+    assert (snapshot / 'model.safetensors').is_file()
+    assert not (model / '.fill_model_cache-downloading').exists()
+    cached = subprocess.run([*FILL, '--cache-dir', str(cache)], capture_output=True, text=True)
+    assert 'is already in' in cached.stdout
