@@ -125,11 +125,7 @@ def parse_and_check(body: bytes, check):
 def check_openai_request(body, max_inputs: int, model: ModelInfo) -> OpenAIRequest:
     """A /v1/embeddings body: {"input": text or [texts], "model"?, "encoding_format"?, "user"?, "dimensions"?,
     "prompt_name"?}."""
-    if not isinstance(body, dict):
-        return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"input": "...", "model": "..."}}')
-    unknown = [name for name in body if name not in OPENAI_FIELDS]
-    if unknown:
-        return _refuse(f'unknown fields {_names(unknown)}: /v1/embeddings takes {_names(OPENAI_FIELDS)}', unknown[0])
+    _check_object(body, '/v1/embeddings', OPENAI_FIELDS, '{"input": "...", "model": "..."}')
     for name in ('model', 'user'):
         if body.get(name) is not None and not isinstance(body[name], str):
             return _refuse(f'`{name}` must be a string, not {json_kind(body[name])}', name)
@@ -151,22 +147,9 @@ def check_openai_request(body, max_inputs: int, model: ModelInfo) -> OpenAIReque
 def check_tei_request(body, route: str, max_inputs: int, model: ModelInfo) -> TEIRequest:
     """A TEI body: POST /embed {"inputs", "normalize"?, "truncate"?, "truncation_direction"?, "prompt_name"?,
     "dimensions"?} or POST /tokenize {"inputs", "add_special_tokens"?, "prompt_name"?}."""
-    fields = EMBED_FIELDS if route == '/embed' else TOKENIZE_FIELDS
-    if not isinstance(body, dict):
-        return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"inputs": "..."}}')
-    unknown = [name for name in body if name not in fields]
-    if unknown:
-        return _refuse(f'unknown fields {_names(unknown)}: {route} takes {_names(fields)}', unknown[0])
+    _check_object(body, route, EMBED_FIELDS if route == '/embed' else TOKENIZE_FIELDS, '{"inputs": "..."}')
     if 'inputs' not in body:
         return _refuse('`inputs` is required: a text, or a list of texts', 'inputs')
-    flags = {}
-    for name, default in (('normalize', True), ('add_special_tokens', True), ('truncate', None)):
-        value = body.get(name, default)
-        if value is None and name != 'truncate':
-            value = default
-        if value is not None and not isinstance(value, bool):
-            return _refuse(f'`{name}` must be true or false, not {shown(value)}', name)
-        flags[name] = value
     direction = body.get('truncation_direction')
     if direction is not None and str(direction).lower() != 'right':
         return _refuse(f'`truncation_direction` {shown(direction)}: this server keeps the start of a text (Right), '
@@ -178,11 +161,30 @@ def check_tei_request(body, route: str, max_inputs: int, model: ModelInfo) -> TE
     return TEIRequest(
         texts=texts,
         prompt=check_prompt_name(body.get('prompt_name'), model),
-        normalize=flags['normalize'],
-        truncate=flags['truncate'],
+        normalize=_flag(body, 'normalize', True),
+        truncate=_flag(body, 'truncate', None),
         dimensions=check_dimensions(body.get('dimensions'), model),
-        add_special_tokens=flags['add_special_tokens'],
+        add_special_tokens=_flag(body, 'add_special_tokens', True),
     )
+
+
+def _check_object(body, route: str, fields: tuple[str, ...], example: str) -> None:
+    """A body must be a JSON object of the route's fields only."""
+    if not isinstance(body, dict):
+        _refuse(f'the body must be a JSON object, not {json_kind(body)}: {example}')
+    unknown = [name for name in body if name not in fields]
+    if unknown:
+        _refuse(f'unknown fields {_names(unknown)}: {route} takes {_names(fields)}', unknown[0])
+
+
+def _flag(body: dict, name: str, default: bool | None) -> bool | None:
+    """A true/false field; left out or null: `default`."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        _refuse(f'`{name}` must be true or false, not {shown(value)}', name)
+    return value
 
 
 def _check_texts(texts, name: str, max_inputs: int) -> list[str]:
@@ -257,11 +259,7 @@ def check_prompt_name(name, model: ModelInfo) -> str:
 def check_encode_request(body, max_inputs: int, executors: tuple[str, ...]) -> EncodeRequest:
     """A POST /encode body, Jina's shape: {"data": [docs] or a doc, "parameters"?, "header"?}. `executors`: the
     names a `header.targetExecutor` may select."""
-    if not isinstance(body, dict):
-        return _refuse(f'the body must be a JSON object, not {json_kind(body)}: {{"data": [{{"text": "..."}}]}}')
-    unknown = [name for name in body if name not in ENCODE_FIELDS]
-    if unknown:
-        return _refuse(f'unknown fields {_names(unknown)}: /encode takes {_names(ENCODE_FIELDS)}', unknown[0])
+    _check_object(body, '/encode', ENCODE_FIELDS, '{"data": [{"text": "..."}]}')
     if 'data' not in body:
         return _refuse('`data` is required: a list of docs, e.g. {"data": [{"text": "hello world"}]}', 'data')
     data = body['data']
