@@ -301,12 +301,12 @@ class SentenceEncoder(Executor):
             self.dtype = resolve_dtype(str(dtype), self.device)
             self.backend = resolve_backend(str(backend), self.device)
             self.model = load_model(model, self.device, self.dtype, self.backend, openvino_performance_hint())
+            self.default_prompt_name = checked_default_prompt(self.model, os.environ.get('ENCODER_DEFAULT_PROMPT_NAME'))
         except StartupError as error:
             # One unwrapped line in the container log (jina's logger wraps at 80 columns), above jina's traceback.
             print(f'SentenceEncoder cannot start: {error}', file=sys.stderr, flush=True)
             raise
         self.model_name = model
-        self.default_prompt_name = checked_default_prompt(self.model, os.environ.get('ENCODER_DEFAULT_PROMPT_NAME'))
         # Prompts are put before the texts here, once: sentence-transformers would put its default before texts the
         # gateway has already prompted (the gateway's joined batches, /encode_unbatched).
         self.model.default_prompt_name = None
