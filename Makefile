@@ -50,17 +50,18 @@ engine: ## Install and start a Docker engine with Compose v2 if there is none (D
 build: engine ## Build the CPU encoder, gateway and tools images (an image built from the same sources is kept)
 	scripts/build-images.sh cpu gateway tools
 
-build-gpu: engine ## Build the GPU encoder (CUDA torch) and the gateway images
+build-gpu: engine ## Build the GPU encoder (CUDA 13 torch; CUDA=12 for the CUDA 12 one) and the gateway images
 	scripts/build-images.sh gpu gateway
 
 ##@ Stack
 up: build model $(COMPOSE_DIR)/compose.yml ## Start the CPU stack (REPLICAS=N), wait until healthy, print a curl line
 	scripts/up.sh cpu
 
-up-gpu: engine ## Start the GPU stack (needs the NVIDIA driver + nvidia-container-toolkit; GPU_COUNT=N)
-	@scripts/check-gpu-runtime.sh
-	$(MAKE) build-gpu model $(COMPOSE_DIR)/compose.yml
-	scripts/up.sh gpu
+# The image is the one the host's driver runs (scripts/choose-gpu-image.sh: CUDA 13 on R580+, CUDA 12 on R525+);
+# CUDA=12|13 overrides. The chosen CUDA then names the image for the build and for compose alike (compose.gpu.yml).
+up-gpu: engine ## Start the GPU stack (NVIDIA driver + nvidia-container-toolkit; GPU_COUNT=N; CUDA=12|13)
+	@cuda=$$(scripts/choose-gpu-image.sh) && scripts/check-gpu-runtime.sh \
+	  && CUDA=$$cuda $(MAKE) build-gpu model $(COMPOSE_DIR)/compose.yml && CUDA=$$cuda scripts/up.sh gpu
 
 .build/replicas-%/compose.yml: flow.yml scripts/export_compose.py | build
 	scripts/in-tools.sh scripts/export_compose.py --replicas $* --output-dir $(@D)

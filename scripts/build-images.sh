@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the stack's images: scripts/build-images.sh cpu|gpu|gateway|tools [...]
-#   cpu     -> ${ENCODER_IMAGE:-sentence-encoder:cpu}      (CPU-only torch)
-#   gpu     -> ${ENCODER_GPU_IMAGE:-sentence-encoder:gpu}  (PyPI's CUDA torch)
+#   cpu     -> ${ENCODER_IMAGE:-sentence-encoder:cpu}      (CPU-only torch and OpenVINO)
+#   gpu     -> ${ENCODER_GPU_IMAGE:-sentence-encoder:gpu}  (PyPI's CUDA 13 torch; with CUDA=12, CUDA 12 torch and the
+#              default tag sentence-encoder:gpu-cu12: the image for NVIDIA drivers older than R580, README "GPU")
 #   gateway -> ${GATEWAY_IMAGE:-sentence-gateway:3.33.1}   (jina, no torch)
 #   tools   -> ${TOOLS_IMAGE:-sentence-tools:cpu}          (the CPU encoder + the packaged model: scripts/in-tools.sh)
 # An image whose inputs (its Dockerfile and every file the Dockerfile copies) are those it was built from is left as it
@@ -32,7 +33,9 @@ INPUTS_LABEL=sentence-encoder.inputs
 inputs_of() {
   local dockerfile=$1; shift
   local sources
-  sources=$(awk '/^COPY / && !/--from/ { for (i = 2; i < NF; i++) print $i }' "$dockerfile")
+  # Continued lines joined first: a COPY may span several.
+  sources=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$dockerfile" \
+    | awk '/^COPY / && !/--from/ { for (i = 2; i < NF; i++) print $i }')
   { printf '%s\n' "$@"; cat "$dockerfile" $sources; } | sha256sum | cut -c1-16
 }
 built_from() { docker image inspect -f "{{index .Config.Labels \"$INPUTS_LABEL\"}}" "$1" 2>/dev/null || true; }
@@ -53,11 +56,25 @@ serve_wheelhouse() {
 stop_wheelhouse() { [ -z "$wheel_server" ] || kill "$wheel_server" 2>/dev/null || true; wheel_server=""; }
 trap stop_wheelhouse EXIT
 
+# The CUDA 13 image is sentence-encoder:gpu and also :gpu-cu13, the name compose.gpu.yml gives it under CUDA=13.
+alias=""
+tag_alias() { [ -z "$alias" ] || docker tag "$tag" "$alias"; }
+
 for variant in "$@"; do
+  alias=""
   encoder_id=""
+  wheels=$variant
   case "$variant" in
     cpu) tag=${ENCODER_IMAGE:-sentence-encoder:cpu}; dockerfile=executor/Dockerfile; args=(--build-arg DEVICE=cpu) ;;
-    gpu) tag=${ENCODER_GPU_IMAGE:-sentence-encoder:gpu}; dockerfile=executor/Dockerfile; args=(--build-arg DEVICE=gpu) ;;
+    gpu)
+      cuda=${CUDA:-13}
+      case "$cuda" in
+        13) tag=${ENCODER_GPU_IMAGE:-sentence-encoder:gpu}; [ -n "${ENCODER_GPU_IMAGE:-}" ] || alias=sentence-encoder:gpu-cu13 ;;
+        12) tag=${ENCODER_GPU_IMAGE:-sentence-encoder:gpu-cu12} ;;
+        *) log "CUDA=$cuda: the GPU image is built for CUDA 12 or 13"; exit 2 ;;
+      esac
+      dockerfile=executor/Dockerfile; args=(--build-arg DEVICE=gpu --build-arg "CUDA=$cuda"); wheels=gpu-cu$cuda
+      ;;
     gateway) tag=${GATEWAY_IMAGE:-sentence-gateway:3.33.1}; dockerfile=gateway/Dockerfile; args=() ;;
     tools)
       tag=${TOOLS_IMAGE:-sentence-tools:cpu}; dockerfile=executor/tools.Dockerfile
@@ -72,14 +89,15 @@ for variant in "$@"; do
   inputs=$(inputs_of "$dockerfile" "${args[@]}" "${encoder_id:-}" "${BASE_IMAGE:-}")
   if [ "${REBUILD:-0}" != 1 ] && [ "$(built_from "$tag")" = "$inputs" ]; then
     log "$tag is current (built from these sources; REBUILD=1 builds it anyway)"
+    tag_alias
     continue
   fi
   choose_base
   args+=(--label "$INPUTS_LABEL=$inputs")
   network=()
   if [ "$offline" = 1 ]; then
-    scripts/wheelhouse.sh "$variant"
-    serve_wheelhouse ".build/wheels-$variant"
+    scripts/wheelhouse.sh "$wheels"
+    serve_wheelhouse ".build/wheels-$wheels"
     args+=(--build-arg "WHEELHOUSE_URL=http://127.0.0.1:$wheel_port/")
     network=(--network host)  # so that the build reaches the host's 127.0.0.1
   fi
@@ -91,5 +109,6 @@ for variant in "$@"; do
     printf '%s\n' "$output" | tail -40 >&2; log "building $tag failed"; exit 1
   fi
   log "built $tag in $(( $(date +%s) - started )) s"
+  tag_alias
   stop_wheelhouse
 done

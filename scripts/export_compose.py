@@ -117,8 +117,11 @@ def interpolated_uses_with(command: list[str]) -> list[str]:
 
 
 def image_variable(image: str) -> str:
-    variable = 'ENCODER_GPU_IMAGE' if image.endswith(':gpu') else 'ENCODER_IMAGE'
-    return f'${{{variable}:-{image}}}'
+    if image.endswith(':gpu'):
+        # CUDA=12 names the CUDA 12 image (sentence-encoder:gpu-cu12, for drivers older than R580) and builds it so;
+        # unset, the CUDA 13 one as ever. Never a tag that disagrees with the CUDA its build argument installs.
+        return f'${{ENCODER_GPU_IMAGE:-{image}${{CUDA:+-cu}}${{CUDA:-}}}}'
+    return f'${{ENCODER_IMAGE:-{image}}}'
 
 
 def build_section(context: str, dockerfile: str, **args: str) -> dict:
@@ -348,7 +351,8 @@ def build_compose_files(flow: dict, context: str = '.') -> tuple[dict, dict]:
         devices = exported['deploy']['resources']['reservations']['devices']
         overlay_services[name] = {
             'image': image_variable(exported['image']),
-            'build': {'args': {'DEVICE': 'gpu'}},  # merged into the CPU file's build section: CUDA torch
+            # merged into the CPU file's build section: CUDA torch, of the CUDA major the image's tag names
+            'build': {'args': {'DEVICE': 'gpu', 'CUDA': '${CUDA:-13}'}},
             'command': interpolated_uses_with(exported['command']),
             'deploy': {
                 'resources': {'reservations': {'devices': [gpu_reservation(d, i, len(encoder_names)) for d in devices]}}

@@ -1,13 +1,21 @@
-"""The GPU image (CUDA torch) builds here, and without a GPU it still encodes when told device=cpu.
+"""The two GPU images, CUDA 13 (`sentence-encoder:gpu`) and CUDA 12 (`sentence-encoder:gpu-cu12`), built here the
+offline way (scripts/build-images.sh: a wheelhouse served on 127.0.0.1) and checked without a GPU:
 
-Run by `make test-gpu-image` (not `make test`: the build takes minutes). No GPU is needed: the same image that
-`make up-gpu` runs is started with plain `docker run`, no device reservation.
+- torch's CUDA major is the one the image is named for, `pip check` is clean, OpenVINO is left out;
+- the image encodes on the CPU when told (device=cpu), equal to the model in-process;
+- asked for a GPU on a host whose NVIDIA driver is too old for its CUDA, the encoder stops at start-up naming the
+  image that driver runs. The driver is a stand-in libcuda.so.1 (compiled here, mounted into the container) answering
+  cuDriverGetVersion as an R535 driver does: the image's own torch refuses it as it would refuse the real one;
+- the GPU architectures each torch has kernels for are those `make up-gpu`'s choice assumes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,42 +24,131 @@ from helpers import FLOAT32, assert_same_embeddings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gpu_image]
 
-GPU_IMAGE = 'sentence-encoder:gpu'
+IMAGES = {13: 'sentence-encoder:gpu', 12: 'sentence-encoder:gpu-cu12'}
+# What `make up-gpu` assumes of each image (scripts/choose-gpu-image.sh): the oldest GPU it has kernels for.
+CHOOSER = (REPO / 'scripts' / 'choose-gpu-image.sh').read_text()
+OLDEST_GPU = {
+    13: re.search(r'^CUDA13_COMPUTE=([\d.]+)', CHOOSER, re.M).group(1),
+    12: re.search(r'^CUDA12_COMPUTE=([\d.]+)', CHOOSER, re.M).group(1),
+}
+
 PROBE = """
-import json, torch
+import importlib.util, json, subprocess, sys, torch
 from docarray import DocList
 from docarray.documents import TextDoc
-from executor import SentenceEncoder, StartupError
-try:
-    SentenceEncoder(device='cuda')
-    cuda_error = None
-except StartupError as error:
-    cuda_error = str(error)
-encoder = SentenceEncoder(device='cpu', backend='torch')
-docs = encoder.encode(DocList[TextDoc]([TextDoc(text='hello world')]))
-print(json.dumps({'cuda_build': torch.version.cuda, 'auto': SentenceEncoder(device='auto').device,
-                  'cuda_error': cuda_error, 'embedding': docs[0].embedding.tolist()}))
+from executor import SentenceEncoder
+import devices
+encoder = SentenceEncoder(device='cpu')
+docs = encoder.encode(DocList[TextDoc]([TextDoc(text='hello world'), TextDoc(text='CUDA 12 or 13')]))
+check = subprocess.run([sys.executable, '-m', 'pip', 'check'], capture_output=True, text=True)
+print(json.dumps({
+    'cuda_build': torch.version.cuda, 'archs': devices.compiled_archs(), 'backend': encoder.backend,
+    'auto': SentenceEncoder(device='auto').device,
+    'openvino': importlib.util.find_spec('openvino') is not None,
+    'optimum': importlib.util.find_spec('optimum') is not None,
+    'pip_check': [check.returncode, check.stdout.strip()],
+    'embeddings': [doc.embedding.tolist() for doc in docs],
+}))
+"""
+
+# A stand-in for the host's NVIDIA driver library, as nvidia-container-toolkit would mount it: cuDriverGetVersion
+# answers FAKE_CUDA (12020 is R535's CUDA 12.2), and initialising fails as on a driver too old for the runtime.
+FAKE_LIBCUDA = r"""
+#include <stdlib.h>
+int cuDriverGetVersion(int *version) { *version = atoi(getenv("FAKE_CUDA")); return 0; }
+int cuInit(unsigned int flags) { return 35; }  /* CUDA_ERROR_INSUFFICIENT_DRIVER */
 """
 
 
+@pytest.fixture(scope='module', params=[13, 12], ids=['cuda13', 'cuda12'])
+def gpu_image(request, images_built) -> tuple[int, str]:
+    cuda = request.param
+    environment = {**os.environ, 'CUDA': str(cuda)}
+    environment.pop('ENCODER_GPU_IMAGE', None)  # the default tags: the ones make up-gpu and compose use
+    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'gpu'], cwd=REPO, check=True, env=environment)
+    return cuda, IMAGES[cuda]
+
+
 @pytest.fixture(scope='module')
-def gpu_image(images_built) -> str:
-    subprocess.run([str(REPO / 'scripts' / 'build-images.sh'), 'gpu'], cwd=REPO, check=True)
-    return GPU_IMAGE
+def fake_driver(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp('fake-driver')
+    directory.chmod(0o755)
+    (directory / 'libcuda.c').write_text(FAKE_LIBCUDA)
+    subprocess.run(
+        ['cc', '-shared', '-fPIC', '-o', str(directory / 'libcuda.so.1'), str(directory / 'libcuda.c')], check=True
+    )
+    return directory
 
 
-def test_the_gpu_image_encodes_on_cpu_when_told(gpu_image, filled_model_cache, reference_model):
-    result = subprocess.run(
-        ['docker', 'run', '--rm', '--entrypoint', 'python3',
-         '-v', f'{filled_model_cache}:/home/encoder/.cache/huggingface', '-e', 'HF_HUB_OFFLINE=1',
-         gpu_image, '-c', PROBE],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def run_in(image: str, cache: Path, *args: str, env=None, mounts: tuple[str, ...] = (), entrypoint: str = 'jina'):
+    """`docker run` of the image with the filled model cache, offline, as compose mounts it."""
+    command = ['docker', 'run', '--rm', '--entrypoint', entrypoint, '-e', 'HF_HUB_OFFLINE=1',
+               '-v', f'{cache}:/home/encoder/.cache/huggingface']  # fmt: skip
+    for name, value in (env or {}).items():
+        command += ['-e', f'{name}={value}']
+    for mount in mounts:
+        command += ['-v', mount]
+    return subprocess.run([*command, image, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_image_has_its_cuda_a_clean_lock_no_openvino_and_encodes_on_cpu(
+    gpu_image, filled_model_cache, reference_model
+):
+    cuda, image = gpu_image
+    result = run_in(image, filled_model_cache, '-c', PROBE, entrypoint='python3')
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report['cuda_build'], 'the GPU image must carry the CUDA build of torch'
-    assert report['auto'] == 'cpu'
-    assert 'no CUDA GPU' in report['cuda_error']
-    embedding = np.array(report['embedding'])
-    assert embedding.shape == (384,)
-    assert_same_embeddings([embedding], reference_model.encode(['hello world']), FLOAT32)  # torch on the CPU
+    assert report['cuda_build'].split('.')[0] == str(cuda)
+    assert report['pip_check'] == [0, 'No broken requirements found.']
+    assert (report['openvino'], report['optimum']) == (False, False)
+    assert (report['auto'], report['backend']) == ('cpu', 'torch')  # auto without OpenVINO is torch
+    oldest = min(int(arch[3:]) for arch in report['archs'] if arch.startswith('sm_'))
+    assert f'{oldest // 10}.{oldest % 10}' == OLDEST_GPU[cuda], report['archs']
+    embeddings = np.array(report['embeddings'])
+    assert embeddings.shape == (2, 384)
+    assert_same_embeddings(embeddings, reference_model.encode(['hello world', 'CUDA 12 or 13']), FLOAT32)
+
+
+@pytest.mark.parametrize(
+    ('driver_cuda', 'expected'),
+    [
+        (None, 'no NVIDIA driver is visible here (no libcuda.so.1): the container was not given a GPU'),
+        ('12020', 'too old'),
+        ('11040', 'too old'),
+    ],
+    ids=['no-driver', 'r535-driver', 'r470-driver'],
+)
+def test_a_driver_too_old_for_the_image_stops_the_start_naming_the_image_to_use(
+    gpu_image, filled_model_cache, fake_driver, driver_cuda, expected
+):
+    """The encoder as compose starts it (jina executor, device=cuda), on a host whose driver is R535 (CUDA 12.2) or
+    R470 (CUDA 11.4), or with no driver given to the container: it exits at start-up with one line saying why."""
+    cuda, image = gpu_image
+    env, mounts = {}, ()
+    if driver_cuda is not None:
+        env = {'FAKE_CUDA': driver_cuda, 'LD_LIBRARY_PATH': '/opt/fake-driver'}
+        mounts = (f'{fake_driver}:/opt/fake-driver:ro',)
+    result = run_in(
+        image, filled_model_cache, 'executor', '--uses', 'config.yml', '--uses-with', '{"device": "cuda"}',
+        env=env, mounts=mounts,
+    )  # fmt: skip
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if 'cannot start:' in line]
+    assert lines, output[-3000:]
+    line = lines[0]
+    assert "device='cuda' was asked for but torch" in line and 'sees no CUDA GPU' in line
+    if driver_cuda is None:
+        assert expected in line
+    elif driver_cuda == '12020' and cuda == 13:
+        # The CUDA 13 image on R535: the CUDA 12 image is the one to use.
+        assert (
+            "the host's NVIDIA driver runs CUDA up to 12.2, too old for this image's CUDA 13.0 (it needs a driver "
+            'R580 or newer). Use the image sentence-encoder:gpu-cu12 instead'
+        ) in line
+    elif driver_cuda == '12020':
+        # The CUDA 12 image on R535 is the right image: the driver runs it, so "too old" is not what is wrong here.
+        assert "the host's NVIDIA driver (CUDA 12.2) runs this image's CUDA 12.8, yet torch finds no GPU" in line
+    else:
+        assert "the host's NVIDIA driver runs CUDA up to 11.4, too old for this image's CUDA" in line
+        assert 'upgrade the driver to 525.60.13 (R525) or newer (sentence-encoder:gpu-cu12)' in line

@@ -6,9 +6,18 @@ under test is the decision made from the count, not CUDA.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import devices
 import pytest
 import torch
-from devices import StartupError, resolve_backend, resolve_device, resolve_dtype
+from devices import StartupError, resolve_backend, resolve_device, resolve_dtype, runs_on
+
+EXECUTOR = Path(__file__).resolve().parents[2] / 'executor'
 
 
 @pytest.fixture
@@ -41,18 +50,117 @@ def test_a_device_that_exists_resolves(gpus, count, requested, resolved):
     assert resolve_device(requested) == resolved
 
 
-@pytest.mark.parametrize(('cuda_build', 'shown'), [(None, 'none, this is a CPU-only torch'), ('13.0', '13.0')])
-def test_a_gpu_asked_for_where_none_exists_names_the_fix(gpus, monkeypatch, cuda_build, shown):
+@pytest.mark.parametrize(
+    ('cuda_build', 'driver', 'reason'),
+    [
+        (None, None, 'this torch is a CPU-only build (the CPU image): run the GPU image, `make up-gpu`'),
+        (
+            '13.0',
+            None,
+            'torch is built for CUDA 13.0, but no NVIDIA driver is visible here (no libcuda.so.1): the container was '
+            'not given a GPU. Install the NVIDIA driver and the NVIDIA Container Toolkit on the host and use '
+            '`make up-gpu` (the GPU overlay reserves the GPU), or `docker run --gpus all`',
+        ),
+        (
+            '13.0',
+            (12, 2),
+            "the host's NVIDIA driver runs CUDA up to 12.2, too old for this image's CUDA 13.0 (it needs a driver R580 "
+            'or newer). Use the image sentence-encoder:gpu-cu12 instead (`make up-gpu` picks it from the driver; '
+            'CUDA=12 with docker compose), or upgrade the driver to R580',
+        ),
+        (
+            '12.8',
+            (11, 4),
+            "the host's NVIDIA driver runs CUDA up to 11.4, too old for this image's CUDA 12.8 and for every GPU image "
+            'of this project: upgrade the driver to 525.60.13 (R525) or newer (sentence-encoder:gpu-cu12), or to R580 '
+            '(sentence-encoder:gpu)',
+        ),
+        (
+            '12.8',
+            (12, 2),
+            "the host's NVIDIA driver (CUDA 12.2) runs this image's CUDA 12.8, yet torch finds no GPU: check "
+            '`nvidia-smi` inside the container and NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES',
+        ),
+    ],
+)
+def test_a_gpu_asked_for_where_none_exists_says_why_and_names_the_fix(gpus, monkeypatch, cuda_build, driver, reason):
     gpus(0)
     monkeypatch.setattr(torch.version, 'cuda', cuda_build)
+    monkeypatch.setattr(devices, 'driver_cuda_version', lambda: driver)
     for requested in ('cuda', 'cuda:0'):
         with pytest.raises(StartupError) as refused:
             resolve_device(requested)
         assert str(refused.value) == (
-            f"device='{requested}' was asked for but torch {torch.__version__} sees no CUDA GPU (CUDA build: {shown}). "
-            "Use device='cpu' or 'auto', or run on a host with an NVIDIA GPU and driver "
-            '(with Docker: nvidia-container-toolkit and `make up-gpu`).'
+            f"device='{requested}' was asked for but torch {torch.__version__} sees no CUDA GPU: {reason}. "
+            "Or use device='cpu' (ENCODER_DEVICE=cpu)."
         )
+
+
+# A stand-in for the NVIDIA driver's library: the one call the diagnosis makes, answering what FAKE_CUDA says.
+FAKE_LIBCUDA = r"""
+#include <stdlib.h>
+int cuDriverGetVersion(int *version) { *version = atoi(getenv("FAKE_CUDA")); return 0; }
+int cuInit(unsigned int flags) { return 35; }  /* CUDA_ERROR_INSUFFICIENT_DRIVER */
+"""
+
+
+@pytest.fixture(scope='module')
+def fake_libcuda(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp('driver')
+    (directory / 'libcuda.c').write_text(FAKE_LIBCUDA)
+    subprocess.run(
+        ['cc', '-shared', '-fPIC', '-o', str(directory / 'libcuda.so.1'), str(directory / 'libcuda.c')], check=True
+    )
+    return directory
+
+
+@pytest.mark.parametrize(
+    ('reported', 'read'), [('12020', (12, 2)), ('13000', (13, 0)), ('11080', (11, 8)), ('0', None)]
+)
+def test_the_driver_cuda_version_is_read_from_the_driver_library(fake_libcuda, reported, read):
+    """driver_cuda_version() loads libcuda.so.1 as found on the library path (a stand-in here), in a fresh process."""
+    probe = 'import json, devices; print(json.dumps(devices.driver_cuda_version()))'
+    environment = {**os.environ, 'LD_LIBRARY_PATH': str(fake_libcuda), 'FAKE_CUDA': reported,
+                   'PYTHONPATH': str(EXECUTOR)}  # fmt: skip
+    done = subprocess.run([sys.executable, '-c', probe], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == (list(read) if read else None)
+
+
+def test_no_driver_library_reads_as_none(monkeypatch):
+    monkeypatch.setenv('LD_LIBRARY_PATH', '')
+    probe = 'import json, devices; print(json.dumps(devices.driver_cuda_version()))'
+    done = subprocess.run([sys.executable, '-c', probe], env={**os.environ, 'PYTHONPATH': str(EXECUTOR)},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert json.loads(done.stdout) is None  # these machines have no NVIDIA driver
+
+
+CUDA13_ARCHS = ['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120', 'compute_120']
+
+
+@pytest.mark.parametrize(
+    ('capability', 'runs'),
+    [((7, 5), True), ((8, 9), True), ((9, 0), True), ((12, 1), True), ((13, 0), True), ((7, 0), False),
+     ((6, 1), False), ((11, 0), False)],
+)  # fmt: skip
+def test_kernels_for_a_gpu_are_same_major_machine_code_or_older_ptx(capability, runs):
+    assert runs_on(capability, CUDA13_ARCHS) is runs
+
+
+def test_a_gpu_older_than_this_torch_stops_the_start_naming_the_cuda_12_image(gpus, monkeypatch):
+    gpus(2)
+    monkeypatch.setattr(torch.version, 'cuda', '13.0')
+    monkeypatch.setattr(devices, 'compiled_archs', lambda: CUDA13_ARCHS)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index: [(8, 0), (7, 0)][index])
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda index: ['A100', 'Tesla V100-SXM2-16GB'][index])
+    assert resolve_device('cuda:0') == 'cuda:0'
+    with pytest.raises(StartupError) as refused:
+        resolve_device('cuda:1')
+    assert str(refused.value) == (
+        f'cuda:1 (Tesla V100-SXM2-16GB, compute capability 7.0) is older than every GPU this torch {torch.__version__} '
+        f'(CUDA 13.0) has kernels for ({", ".join(CUDA13_ARCHS)}). Use the image sentence-encoder:gpu-cu12 (CUDA=12) '
+        'instead, or device=cpu.'
+    )
 
 
 @pytest.mark.parametrize('requested', ['cuda:2', 'cuda:9', 'cuda:x', 'cuda:-1'])
@@ -109,12 +217,31 @@ def test_an_unknown_dtype_is_refused_with_the_choices():
     ],
 )
 def test_backends_resolve(requested, device, resolved):
-    assert resolve_backend(requested, device) == resolved
+    assert resolve_backend(requested, device, has_openvino=True) == resolved
+
+
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+def test_auto_is_torch_where_openvino_is_left_out(device):
+    """The GPU images have no OpenVINO: `auto` there is torch on the CPU too (`device=cpu` in a GPU image)."""
+    assert resolve_backend('auto', device, has_openvino=False) == 'torch'
+
+
+def test_openvino_asked_for_in_an_image_without_it_names_the_cpu_image():
+    with pytest.raises(StartupError) as refused:
+        resolve_backend('openvino', 'cpu', has_openvino=False)
+    assert str(refused.value) == (
+        "backend='openvino' is not in this image (the GPU images leave OpenVINO out: it has no NVIDIA GPU support). "
+        "Use backend='torch' (ENCODER_BACKEND=torch), or the CPU image sentence-encoder:cpu (`make up`)."
+    )
+
+
+def test_this_environment_has_openvino():
+    assert devices.openvino_installed()  # the dev environment: the unit tier's OpenVINO tests need it
 
 
 def test_openvino_on_cuda_is_refused_with_the_alternatives():
     with pytest.raises(StartupError) as refused:
-        resolve_backend('openvino', 'cuda:0')
+        resolve_backend('openvino', 'cuda:0', has_openvino=True)
     assert str(refused.value) == (
         "backend='openvino' runs on the CPU only (OpenVINO has no NVIDIA GPU support), and device resolved to "
         "'cuda:0'. Use backend='torch' (or 'auto') with a CUDA device, or device='cpu' for OpenVINO."
