@@ -102,19 +102,19 @@ k8s: install ## Export flow.yml to Kubernetes manifests in k8s/ (kubectl apply -
 # OpenVINO (the unit tier) hangs compiling its model; the e2e tier's grpc.aio threads break forks too. Every tier runs
 # even when one fails; the target fails if any did. Each tier has its own pytest-timeout per test body, a few times
 # its slowest test on these 2 cores (unit 62 s, flow 13 s, e2e 115 s), so a hung server fails within minutes.
-# The GPU image's build (several GB of CUDA wheels, about 6 minutes here) is left to `make test-gpu-image`, which keeps
-# a clean machine's `make test` well under 30 minutes. --durations puts the slowest steps in every run's log.
+# The e2e tier builds both GPU images too (CUDA 12 and 13, a few GB of wheels each): `make test-gpu-image` runs only
+# those. --durations puts the slowest steps in every run's log.
 TEST_TIERS := tests/unit tests/flow tests/e2e tests/swarm
 
 test: engine install ## Run all tests: unit, local Flow, the real compose stack and a 3-node swarm (builds the images)
 	@failed=""; for tier in $(TEST_TIERS); do \
 	  case $$tier in tests/unit) limit=300;; tests/flow) limit=600;; *) limit=1200;; esac; \
 	  echo "=== $$tier (pytest-timeout $${limit}s a test)"; \
-	  $(VENV_PYTHON) -m pytest $$tier -m 'not gpu_image' --timeout=$$limit --durations=15 $(PYTEST_ARGS) \
+	  $(VENV_PYTHON) -m pytest $$tier --timeout=$$limit --durations=15 $(PYTEST_ARGS) \
 	    || failed="$$failed $$tier"; \
 	done; [ -z "$$failed" ] || { echo "failed tiers:$$failed"; exit 1; }
 
-test-gpu-image: engine install ## Build the GPU encoder image and check it (CUDA torch; encodes on the CPU when told)
+test-gpu-image: engine install ## Build both GPU encoder images and check them (no GPU needed; part of make test)
 	$(VENV_PYTHON) -m pytest tests/e2e -m gpu_image --timeout=1200 $(PYTEST_ARGS)
 
 mutants: install ## Mutation testing (mutmut) of the unit-tested modules; scores in .build/mutation/scores.json

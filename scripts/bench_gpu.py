@@ -30,7 +30,25 @@ sys.path.insert(0, str(REPO / 'executor'))  # the SentenceEncoder the stack serv
 
 def machine_with_gpu(torch) -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
-    return f'{machine()}; {gpu}; torch {torch.__version__}'
+    return f'{machine()}; {gpu}; {driver_and_images()}; torch {torch.__version__} (CUDA {torch.version.cuda})'
+
+
+def driver_and_images() -> str:
+    """The NVIDIA driver, and which of the project's GPU images it runs: `make up-gpu`'s own choice, from nvidia-smi."""
+    import subprocess
+
+    try:
+        driver = subprocess.run(
+            ['nvidia-smi', '--query-gpu=driver_version,compute_cap', '--format=csv,noheader'],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.strip().splitlines()[0]  # fmt: skip
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return 'no NVIDIA driver'
+    choice = subprocess.run(
+        ['bash', str(REPO / 'scripts' / 'choose-gpu-image.sh')], capture_output=True, text=True, timeout=30,
+        env={k: v for k, v in os.environ.items() if k != 'CUDA'},
+    )  # fmt: skip
+    return f'driver, compute capability: {driver}; {choice.stderr.strip()}'
 
 
 def model_path(explicit: str | None) -> str:

@@ -90,6 +90,7 @@ def test_gpu_overlay_reserves_nvidia_devices_for_the_encoder_only(tmp_path):
     assert devices == [{'driver': 'nvidia', 'count': -1, 'capabilities': ['gpu']}]  # count 'all'
     assert 'reservations' not in gateway.get('deploy', {}).get('resources', {})
     assert encoder['image'] == 'sentence-encoder:gpu'
+    assert encoder['build']['args']['CUDA'] == '13'
     assert '"device": "cuda"' in ' '.join(encoder['command'])
     # everything else about the encoder comes from compose.yml unchanged
     assert encoder['healthcheck']['test'][-2:] == ['/app/healthcheck.py', '8081']
@@ -107,6 +108,27 @@ def test_compose_builds_missing_images_from_the_repository(tmp_path):
         assert (REPO / encoder['dockerfile']).is_file() and (REPO / gateway['dockerfile']).is_file()
         assert encoder['args']['DEVICE'] == device
         assert encoder['args']['BASE_IMAGE'] == gateway['args']['BASE_IMAGE'] == 'python:3.11.14-slim-bookworm'
+
+
+@pytest.mark.parametrize(
+    ('cuda', 'image', 'build_arg'),
+    [
+        ('12', 'sentence-encoder:gpu-cu12', '12'),
+        ('13', 'sentence-encoder:gpu-cu13', '13'),
+        (None, 'sentence-encoder:gpu', '13'),
+    ],
+)
+def test_cuda_names_the_gpu_image_and_builds_it_so(tmp_path, cuda, image, build_arg):
+    """CUDA=12 is the one setting for a driver older than R580 with plain docker compose: the image's tag and the CUDA
+    its build installs never disagree (scripts/build-images.sh tags the CUDA 13 image :gpu and :gpu-cu13)."""
+    overrides = {'CUDA': cuda or ''}  # empty: as unset
+    overlay = Stack(
+        project='sentence-encoder-config', env_overrides=stack_env(tmp_path, **overrides),
+        files=('compose.yml', 'compose.gpu.yml'),
+    )  # fmt: skip
+    encoder = json.loads(overlay.compose('config', '--format', 'json').stdout)['services']['encoder']
+    assert (encoder['image'], encoder['build']['args']['CUDA']) == (image, build_arg)
+    assert encoder['build']['args']['DEVICE'] == 'gpu'
 
 
 def test_gpu_count_is_configurable(tmp_path):
