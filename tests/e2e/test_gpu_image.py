@@ -6,7 +6,8 @@ offline way (scripts/build-images.sh: a wheelhouse served on 127.0.0.1) and chec
 - asked for a GPU on a host whose NVIDIA driver is too old for its CUDA, the encoder stops at start-up naming the
   image that driver runs. The driver is a stand-in libcuda.so.1 (compiled here, mounted into the container) answering
   cuDriverGetVersion as an R535 driver does: the image's own torch refuses it as it would refuse the real one;
-- the GPU architectures each torch has kernels for are those `make up-gpu`'s choice assumes.
+- the GPU architectures each torch has kernels for are those `make up-gpu`'s choice assumes;
+- compose's `build:` section under CUDA=12|13 is the same build as make's (every step the cached one) and names it so.
 """
 
 from __future__ import annotations
@@ -152,3 +153,36 @@ def test_a_driver_too_old_for_the_image_stops_the_start_naming_the_image_to_use(
     else:
         assert "the host's NVIDIA driver runs CUDA up to 11.4, too old for this image's CUDA" in line
         assert 'upgrade the driver to 525.60.13 (R525) or newer (sentence-encoder:gpu-cu12)' in line
+
+
+def test_compose_builds_the_image_its_cuda_names_as_make_does(gpu_image, tmp_path):
+    """The GPU overlay's `build:` section (what `CUDA=12 docker compose -f compose.yml -f compose.gpu.yml up` runs on
+    a host missing the image) is the same build as `make build-gpu`'s: with the base and wheel source make used, every
+    step, the pip install included, is the cached one of the image built above, and the image holds that CUDA."""
+    cuda, image = gpu_image
+    base = subprocess.run(
+        [str(REPO / 'scripts' / 'base-image.sh')], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    offline = base != 'python:3.11.14-slim-bookworm'  # as scripts/build-images.sh decides (OFFLINE=auto)
+    tag = f'sentence-encoder:compose-test-cu{cuda}'
+    environment = {
+        **os.environ, 'DOCKER_BUILDKIT': '0', 'CUDA': str(cuda), 'BASE_IMAGE': base, 'ENCODER_GPU_IMAGE': tag,
+        'WHEELHOUSE_URL': 'http://127.0.0.1:3141/' if offline else '', 'MODEL_CACHE_DIR': str(tmp_path),
+    }  # fmt: skip
+    try:
+        built = subprocess.run(
+            ['docker', 'compose', '-p', 'sentence-encoder-compose-build', '-f', 'compose.yml', '-f', 'compose.gpu.yml',
+             'build', 'encoder'],
+            cwd=REPO, env=environment, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        steps = re.split(r'^Step \d+/\d+ : ', built.stdout, flags=re.M)
+        install = [step for step in steps if 'pip install' in step]
+        assert len(install) == 1 and '---> Using cache' in install[0], built.stdout[-3000:]
+        cuda_build = subprocess.run(
+            ['docker', 'run', '--rm', '--entrypoint', 'python3', tag, '-c', 'import torch; print(torch.version.cuda)'],
+            capture_output=True, text=True, timeout=120,
+        ).stdout.strip()  # fmt: skip
+        assert cuda_build.split('.')[0] == str(cuda)
+    finally:
+        subprocess.run(['docker', 'image', 'rm', '-f', tag], capture_output=True)
