@@ -25,7 +25,7 @@ install: $(VENV)/.installed $(VENV_CLIENTS)/.installed ## Create .venv (CPU torc
 
 # Only the tests, the benchmark, `make export` / `make k8s` and the offline image build's wheelhouse use it: `make up`
 # with current images runs its Python in the tools image.
-$(VENV)/.installed: requirements-dev.txt executor/requirements.txt constraints.txt
+$(VENV)/.installed: requirements-dev.txt executor/requirements.txt executor/requirements-openvino.txt constraints.txt
 	@[ -n "$(PYTHON)" ] && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
 	  echo "make install needs Python 3.11 (found: $(or $(PYTHON),none)): make install PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +58,9 @@ up: build model $(COMPOSE_DIR)/compose.yml ## Start the CPU stack (REPLICAS=N), 
 	scripts/up.sh cpu
 
 # The image is the one the host's driver runs (scripts/choose-gpu-image.sh: CUDA 13 on R580+, CUDA 12 on R525+);
-# CUDA=12|13 overrides. The chosen CUDA then names the image for the build and for compose alike (compose.gpu.yml).
+# CUDA=12|13 overrides. The chosen CUDA then names the image for the build and for compose alike: scripts/up-gpu.sh.
 up-gpu: engine ## Start the GPU stack (NVIDIA driver + nvidia-container-toolkit; GPU_COUNT=N; CUDA=12|13)
-	@cuda=$$(scripts/choose-gpu-image.sh) && scripts/check-gpu-runtime.sh \
-	  && CUDA=$$cuda $(MAKE) build-gpu model $(COMPOSE_DIR)/compose.yml && CUDA=$$cuda scripts/up.sh gpu
+	scripts/up-gpu.sh $(COMPOSE_DIR)/compose.yml
 
 .build/replicas-%/compose.yml: flow.yml scripts/export_compose.py | build
 	scripts/in-tools.sh scripts/export_compose.py --replicas $* --output-dir $(@D)

@@ -103,8 +103,10 @@ def check_gpu_runs_this_torch(index: int) -> None:
     if runs_on(capability, arch_list):
         return
     name = torch.cuda.get_device_name(index)
-    other = [image for major, image in GPU_IMAGES.items() if major < int((torch.version.cuda or '0').split('.')[0])]
-    instead = f' Use the image {other[-1]} (CUDA=12) instead, or device=cpu.' if other else ' Use device=cpu.'
+    cuda_major = int((torch.version.cuda or '0').split('.')[0])
+    # The CUDA 12 image has kernels from compute capability 7.0 (scripts/choose-gpu-image.sh, CUDA12_COMPUTE).
+    fits = cuda_major > 12 and capability >= (7, 0)
+    instead = f' Use the image {GPU_IMAGES[12]} (CUDA=12) instead, or device=cpu.' if fits else ' Use device=cpu.'
     raise StartupError(
         f'cuda:{index} ({name}, compute capability {capability[0]}.{capability[1]}) is older than every GPU this '
         f'torch {torch.__version__} (CUDA {torch.version.cuda}) has kernels for ({", ".join(arch_list)}).{instead}'
@@ -116,6 +118,8 @@ def resolve_device(requested: str) -> str:
     requested = (requested or 'auto').strip().lower()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if requested == 'auto':
+        if gpus:
+            check_gpu_runs_this_torch(0)
         return 'cuda' if gpus else 'cpu'
     if requested == 'cpu':
         return 'cpu'

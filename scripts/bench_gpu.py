@@ -42,13 +42,13 @@ def driver_and_images() -> str:
             ['nvidia-smi', '--query-gpu=driver_version,compute_cap', '--format=csv,noheader'],
             capture_output=True, text=True, timeout=30,
         ).stdout.strip().splitlines()[0]  # fmt: skip
+        choice = subprocess.run(
+            ['bash', str(REPO / 'scripts' / 'choose-gpu-image.sh')], capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if k != 'CUDA'},
+        ).stderr.strip()  # fmt: skip
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return 'no NVIDIA driver'
-    choice = subprocess.run(
-        ['bash', str(REPO / 'scripts' / 'choose-gpu-image.sh')], capture_output=True, text=True, timeout=30,
-        env={k: v for k, v in os.environ.items() if k != 'CUDA'},
-    )  # fmt: skip
-    return f'driver, compute capability: {driver}; {choice.stderr.strip()}'
+    return f'driver, compute capability: {driver}; {choice}'
 
 
 def model_path(explicit: str | None) -> str:

@@ -10,11 +10,11 @@ say() { printf '[up-gpu] %s\n' "$*" >&2; }
 refuse() { printf 'make up-gpu: %s\n' "$*" >&2; exit 1; }
 image_for() { [ "$1" = 13 ] && echo "sentence-encoder:gpu" || echo "sentence-encoder:gpu-cu12"; }
 
-CUDA13_DRIVER=580.0.0
+CUDA13_DRIVER=580
 CUDA12_DRIVER=525.60.13
 CUDA13_COMPUTE=7.5
 CUDA12_COMPUTE=7.0  # torch 2.10.0's CUDA 12.8 wheel: kernels from sm_70 (Volta) up
-NEEDS="the CUDA 13 image needs a driver R580 or newer, the CUDA 12 one $CUDA12_DRIVER or newer"
+NEEDS="the CUDA 13 image needs a driver R580 or newer, the CUDA 12 one $CUDA12_DRIVER or newer (CUDA=12|13 chooses without reading the driver)"
 
 if [ -n "${CUDA:-}" ]; then
   case "$CUDA" in
@@ -24,14 +24,16 @@ if [ -n "${CUDA:-}" ]; then
 fi
 
 command -v nvidia-smi >/dev/null || refuse "no NVIDIA driver found (nvidia-smi is not on PATH): $NEEDS. Without a GPU, make up (CPU)."
-if ! drivers=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>&1); then
-  refuse "nvidia-smi failed ($(printf '%s' "$drivers" | head -n1)): is the NVIDIA driver loaded? $NEEDS."
+# stdout only (warnings go to stderr); one line per GPU, all with the same driver.
+if ! drivers=$(timeout 30 nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null); then
+  reason=$(timeout 30 nvidia-smi 2>&1 | head -n1 || true)
+  refuse "nvidia-smi failed (${reason:-no output}): is the NVIDIA driver loaded? $NEEDS."
 fi
-driver=$(printf '%s\n' "$drivers" | head -n1 | tr -d '[:space:]')
-[[ "$driver" =~ ^[0-9]+(\.[0-9]+)*$ ]] || refuse "nvidia-smi reported no GPU or an unreadable driver version ('$driver'): $NEEDS."
+driver=$(printf '%s\n' "$drivers" | tr -d ' ' | grep -m1 -E '^[0-9]+(\.[0-9]+)+$') \
+  || refuse "nvidia-smi reported no GPU or no readable driver version ('$(printf '%s' "$drivers" | head -n1)'): $NEEDS."
 # compute_cap is a query field since driver R510; older ones are too old for either image anyway. The lowest GPU counts.
-compute=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' ' | grep -E '^[0-9]+\.[0-9]+$' \
-  | sort -V | head -n1) || compute=""
+compute=$(timeout 30 nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' ' \
+  | grep -E '^[0-9]+\.[0-9]+$' | sort -V | head -n1) || compute=""
 
 at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }  # at_least VERSION MINIMUM
 gpu_ok() { [ -z "$compute" ] || at_least "$compute" "$1"; }

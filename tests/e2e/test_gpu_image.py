@@ -167,7 +167,8 @@ def test_compose_builds_the_image_its_cuda_names_as_make_does(gpu_image, tmp_pat
     tag = f'sentence-encoder:compose-test-cu{cuda}'
     environment = {
         **os.environ, 'DOCKER_BUILDKIT': '0', 'CUDA': str(cuda), 'BASE_IMAGE': base, 'ENCODER_GPU_IMAGE': tag,
-        'WHEELHOUSE_URL': 'http://127.0.0.1:3141/' if offline else '', 'MODEL_CACHE_DIR': str(tmp_path),
+        'WHEELHOUSE_URL': f'http://127.0.0.1:{os.environ.get("WHEELHOUSE_PORT", "3141")}/' if offline else '',
+        'MODEL_CACHE_DIR': str(tmp_path),
     }  # fmt: skip
     try:
         built = subprocess.run(

@@ -7,6 +7,7 @@ one does: one line per GPU. What is under test is the mapping from driver and GP
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,13 +15,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CHOOSE = REPO / 'scripts' / 'choose-gpu-image.sh'
-NEEDS = 'the CUDA 13 image needs a driver R580 or newer, the CUDA 12 one 525.60.13 or newer'
+NEEDS = (
+    'the CUDA 13 image needs a driver R580 or newer, the CUDA 12 one 525.60.13 or newer '
+    '(CUDA=12|13 chooses without reading the driver)'
+)
+# The tools the script and make use, and nothing else: a real nvidia-smi (a GPU host's /usr/bin) must not be found.
+TOOLS = ('bash', 'sh', 'grep', 'sort', 'head', 'tr', 'printf', 'timeout', 'cat', 'dirname', 'make', 'env', 'echo')
 
 
-def choose(tmp_path: Path, driver: str | None, compute: str = '8.6', exit_code: int = 0, **env: str):
-    """Run the chooser with a stand-in nvidia-smi (none when driver is None); return (rc, stdout, stderr)."""
+def tools_only(tmp_path: Path) -> Path:
+    """A PATH directory holding links to TOOLS only."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir(exist_ok=True)
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+    return bin_dir
+
+
+def choose(tmp_path: Path, driver: str | None, compute: str = '8.6', exit_code: int = 0, stderr: str = '', **env):
+    """Run the chooser with a stand-in nvidia-smi (none when driver is None); return (rc, stdout, stderr)."""
+    bin_dir = tools_only(tmp_path)
     if driver is not None:
         drivers = '\n'.join([driver] * len(compute.split()))
         caps = '\n'.join(compute.split())
@@ -28,12 +44,12 @@ def choose(tmp_path: Path, driver: str | None, compute: str = '8.6', exit_code: 
             '#!/bin/sh\n'
             f'[ {exit_code} = 0 ] || {{ echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA '
             f'driver."; exit {exit_code}; }}\n'
+            f'echo "{stderr}" >&2\n'
             f'case "$*" in *driver_version*) printf "%s\\n" "{drivers}";; *compute_cap*) printf "%s\\n" "{caps}";; '
             'esac\n'
         )
         (bin_dir / 'nvidia-smi').chmod(0o755)
-    # Only the stand-in and the basic tools: the machine's own PATH could hold a real nvidia-smi.
-    environment = {'PATH': f'{bin_dir}:/usr/bin:/bin', **env}
+    environment = {'PATH': str(bin_dir), **env}
     done = subprocess.run(['bash', str(CHOOSE)], env=environment, capture_output=True, text=True, timeout=30)
     return done.returncode, done.stdout.strip(), done.stderr.strip()
 
@@ -83,6 +99,20 @@ def test_an_nvidia_smi_that_fails_is_refused_with_its_own_words(tmp_path):
     )
 
 
+def test_warnings_on_stderr_do_not_hide_a_good_driver(tmp_path):
+    rc, out, _ = choose(
+        tmp_path, '580.65.06', stderr='WARNING: persistence mode is disabled on device 00000000:00:1E.0'
+    )
+    assert (rc, out) == (0, '13')
+
+
+@pytest.mark.parametrize('answer', ['[N/A]', 'No devices were found', ''])
+def test_no_readable_driver_version_is_refused_saying_what_nvidia_smi_said(tmp_path, answer):
+    rc, out, err = choose(tmp_path, answer)
+    assert (rc, out) == (1, '')
+    assert err == (f"make up-gpu: nvidia-smi reported no GPU or no readable driver version ('{answer}'): {NEEDS}.")
+
+
 def test_a_volta_gpu_gets_the_cuda_12_image_even_on_a_new_driver(tmp_path):
     """CUDA 13 dropped compute capability 7.0 (V100): the lowest GPU of the host decides."""
     rc, out, err = choose(tmp_path, '580.65.06', compute='8.0 7.0')
@@ -121,13 +151,13 @@ def test_an_unknown_cuda_override_is_refused(tmp_path, override):
 
 def test_make_up_gpu_stops_on_the_choice_before_building_anything(tmp_path):
     """The refusal is the whole output of `make up-gpu` on a host without a driver: no build, no docker call."""
-    bin_dir = tmp_path / 'bin'
-    bin_dir.mkdir()
+    bin_dir = tools_only(tmp_path)
     docker_calls = tmp_path / 'docker-calls'
     (bin_dir / 'docker').write_text(f'#!/bin/sh\necho "$*" >> {docker_calls}\n')  # `make engine` asks docker info
     (bin_dir / 'docker').chmod(0o755)
-    environment = {**os.environ, 'PATH': f'{bin_dir}:/usr/bin:/bin'}
+    environment = {**os.environ, 'PATH': str(bin_dir)}
     environment.pop('CUDA', None)
+    environment.pop('MAKEFLAGS', None)
     done = subprocess.run(
         ['make', '--no-print-directory', 'up-gpu'], cwd=REPO, env=environment, capture_output=True, text=True,
         timeout=60,
