@@ -316,6 +316,7 @@ class SentenceEncoder(Executor):
         self.normalize = normalize
         self.max_docs_per_request = max_docs_per_request
         self.text_window = text_window_for(self.model, self.logger)
+        self.count_tokens = token_counter_for(self.model)
         # flow.yml's `allow_concurrent` lets Jina call encode from several threads at once; the lanes bound how many.
         self.lanes = lanes_for(self.model, self.backend)
         warm_up(self.model, batch_size)
@@ -436,12 +437,9 @@ class SentenceEncoder(Executor):
         if not limit:
             return  # a model that states no limit reads whole texts
 
-        def count(text: str) -> int:
-            return len(self.model.tokenizer(text, truncation=False)['input_ids'])
-
         over = []
         for position, text in enumerate(texts):
-            found, tokens = over_the_limit(text, limit, count, self.text_window)
+            found, tokens = over_the_limit(text, limit, self.count_tokens, self.text_window)
             if found:
                 name = ids[position] if ids[position] is not None else f'#{position}'
                 over.append(f'{name} ({tokens} tokens)' if tokens else f'{name} (more than {limit} tokens)')
@@ -525,6 +523,24 @@ def pools_prompts(model: SentenceTransformer) -> bool:
 def auto_truncate() -> bool:
     """AUTO_TRUNCATE (default true): texts longer than the model reads are cut; false: refused."""
     return os.environ.get('AUTO_TRUNCATE', 'true').strip().lower() not in {'0', 'false', 'no', 'off'}
+
+
+def token_counter_for(model: SentenceTransformer):
+    """A function counting a text's tokens as the model's tokenizer makes them (special tokens included), for
+    AUTO_TRUNCATE=false. It runs beside the threads that tokenise and encode batches, so it must not use their
+    tokenizer: a fast tokenizer's truncation and padding settings are state that each call with other settings
+    rewrites, and `tokenizers` then raises 'Already borrowed' in whichever thread comes second (batches of innocent
+    requests failed so). A private copy, set once and only read from, is safe to share between threads."""
+    backend_tokenizer = getattr(getattr(model, 'tokenizer', None), 'backend_tokenizer', None)
+    if backend_tokenizer is None:
+        # A slow (Python) tokenizer takes its settings per call and keeps none.
+        return lambda text: len(model.tokenizer(text, truncation=False)['input_ids'])
+    from tokenizers import Tokenizer
+
+    private = Tokenizer.from_str(backend_tokenizer.to_str())
+    private.no_truncation()
+    private.no_padding()
+    return lambda text: len(private.encode(text).ids)
 
 
 def text_window_for(model: SentenceTransformer, logger) -> TextWindow | None:

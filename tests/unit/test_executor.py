@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from docarray import DocList
 from docarray.documents import TextDoc
-from helpers import FLOAT32, assert_same_embeddings, served_tolerance
+from helpers import FLOAT32, assert_same_embeddings, embedding_mismatch, served_tolerance
 
 from executor import BadRequestError, SentenceEncoder, StartupError, resolve_backend
 
@@ -315,3 +315,45 @@ def test_without_auto_truncate_grpc_callers_get_long_texts_refused_by_id(monkeyp
     assert str(refused.value).startswith(f'docs long ({tokens} tokens) are longer than the 256 tokens the model reads')
     fits = encoder.encode(docs_of(['fine', ' '.join(['word'] * 254)]))
     assert len(fits) == 2
+
+
+def test_refusing_long_texts_while_batches_encode_fails_no_batch(monkeypatch, reference_model):
+    """AUTO_TRUNCATE=false: the encoder counts a request's tokens (before Jina's dynamic batching) while other
+    requests' batches are tokenised and encoded in other threads. The count must not touch the tokenizer those
+    batches use: a fast tokenizer's settings are shared state, and toggling its truncation from another thread made
+    `tokenizers` raise 'Already borrowed' in one of them (a fresh-clone CI run: the long doc's request got that
+    instead of its refusal; the same race can fail a batch of innocent requests)."""
+    import threading
+
+    monkeypatch.setenv('AUTO_TRUNCATE', 'false')
+    encoder = SentenceEncoder(device='cpu', backend='torch')
+    long_doc = DocList[TextDoc]([TextDoc(id='long', text=' '.join(['word'] * 300))])
+    texts = [f'text number {n} of a batch' for n in range(32)]
+    expected = reference_model.encode(texts)
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def refuse_long_docs() -> None:
+        while not stop.is_set():
+            refusal = encoder.refusal_before_batching(long_doc, {})
+            if refusal is None or 'docs long (302 tokens)' not in str(refusal):
+                problems.append(f'refusal: {refusal!r}')
+
+    checkers = [threading.Thread(target=refuse_long_docs) for _ in range(2)]
+    for checker in checkers:
+        checker.start()
+    try:
+        for _ in range(12):
+            try:
+                served = np.stack(encoder.encode(docs_of(texts)).embedding)
+            except Exception as error:  # noqa: BLE001 - what the test looks for
+                problems.append(f'batch: {error!r}')
+                continue
+            mismatch = embedding_mismatch(served, expected, FLOAT32)
+            if mismatch:
+                problems.append(f'batch: {mismatch}')
+    finally:
+        stop.set()
+        for checker in checkers:
+            checker.join()
+    assert problems == [], f'{len(problems)} problems, the first: {problems[:3]}'
