@@ -141,6 +141,15 @@ def resolve_device(requested: str) -> str:
     raise StartupError(f"device='{requested}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'.")
 
 
+def cpu_fallback_warning(requested: str, resolved: str) -> str | None:
+    """`auto` on a CUDA torch (a GPU image) that found no GPU runs on the CPU, several times slower: a line for the
+    log saying why, or None when that is not what happened."""
+    if (requested or 'auto').strip().lower() != 'auto' or resolved != 'cpu' or not torch.version.cuda:
+        return None
+    reason = why_no_gpu(torch.version.cuda, driver_cuda_version())
+    return f"device='auto' runs on the CPU, though this torch is built for CUDA {torch.version.cuda}: {reason}"
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise StartupError(f"dtype='{dtype}' is not one of {', '.join(DTYPES)}.")

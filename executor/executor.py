@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 # Listed before executor.py in config.yml's py_modules; jina-free (the GPU benchmark imports devices where jina is not).
-from devices import StartupError, resolve_backend, resolve_device, resolve_dtype
+from devices import StartupError, cpu_fallback_warning, resolve_backend, resolve_device, resolve_dtype
 from docarray import DocList
 from docarray.documents import TextDoc
 from encode_inputs import (
@@ -298,6 +298,9 @@ class SentenceEncoder(Executor):
             raise StartupError('batch_size and max_docs_per_request must be at least 1.')
         try:
             self.device = resolve_device(str(device))
+            fallback = cpu_fallback_warning(str(device), self.device)
+            if fallback:
+                self.logger.warning(fallback)
             self.dtype = resolve_dtype(str(dtype), self.device)
             self.backend = resolve_backend(str(backend), self.device)
             self.model = load_model(model, self.device, self.dtype, self.backend, openvino_performance_hint())

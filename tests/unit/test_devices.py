@@ -191,6 +191,21 @@ def test_a_gpu_older_than_this_torch_stops_the_start_naming_the_cuda_12_image(gp
     )
 
 
+def test_auto_falling_back_to_the_cpu_in_a_gpu_image_says_why(gpus, monkeypatch):
+    gpus(0)
+    monkeypatch.setattr(torch.version, 'cuda', '13.0')
+    monkeypatch.setattr(devices, 'driver_cuda_version', lambda: (12, 2))
+    assert resolve_device('auto') == 'cpu'
+    assert devices.cpu_fallback_warning('auto', 'cpu') == (
+        "device='auto' runs on the CPU, though this torch is built for CUDA 13.0: "
+        + devices.why_no_gpu('13.0', (12, 2))
+    )
+    assert devices.cpu_fallback_warning('cpu', 'cpu') is None  # asked for
+    assert devices.cpu_fallback_warning('auto', 'cuda') is None
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    assert devices.cpu_fallback_warning('auto', 'cpu') is None  # a CPU torch: the CPU is all there is
+
+
 @pytest.mark.parametrize('requested', ['cuda:2', 'cuda:9', 'cuda:x', 'cuda:-1'])
 def test_a_gpu_index_past_the_last_is_refused_with_the_range(gpus, requested):
     gpus(2)
