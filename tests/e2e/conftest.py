@@ -19,6 +19,40 @@ from compose_stack import (
 )
 from helpers import build_stack_images
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """When the GPU image tests will run, their wheels (two CUDA stacks, about 3 GB each) download in the background
+    while the CPU images build (CPU-bound; the download is network-bound): the offline build's wheelhouses are then
+    filled by the time the GPU images build (scripts/wheelhouse.sh skips a filled one). OFFLINE=0 (an online build,
+    which reads PyPI itself) skips it."""
+    if os.environ.get('OFFLINE') == '0' or not any(item.get_closest_marker('gpu_image') for item in items):
+        return
+    import subprocess
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile(prefix='gpu-wheels-', suffix='.log', delete=False)  # noqa: SIM115
+    config.gpu_wheels = (
+        subprocess.Popen(
+            ['bash', '-c', 'scripts/wheelhouse.sh gpu-cu13 && scripts/wheelhouse.sh gpu-cu12'],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        ),
+        log.name,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope='session')
+def gpu_wheels_fetched(request) -> None:
+    """Waits for the background download above, if one was started; a failed one is printed and left to the build,
+    which fills the wheelhouse itself (and fails there saying why)."""
+    started = getattr(request.config, 'gpu_wheels', None)
+    if started is None:
+        return
+    process, log = started
+    if process.wait() != 0:
+        print(f'the background GPU wheel download failed; the build retries it:\n{Path(log).read_text()[-2000:]}')
+
 
 @pytest.fixture(scope='session')
 def images_built() -> None:

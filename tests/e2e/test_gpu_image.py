@@ -62,7 +62,7 @@ int cuInit(unsigned int flags) { return 35; }  /* CUDA_ERROR_INSUFFICIENT_DRIVER
 
 
 @pytest.fixture(scope='module', params=[13, 12], ids=['cuda13', 'cuda12'])
-def gpu_image(request, images_built) -> tuple[int, str]:
+def gpu_image(request, images_built, gpu_wheels_fetched) -> tuple[int, str]:
     cuda = request.param
     environment = {**os.environ, 'CUDA': str(cuda)}
     environment.pop('ENCODER_GPU_IMAGE', None)  # the default tags: the ones make up-gpu and compose use
