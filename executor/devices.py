@@ -125,7 +125,7 @@ def resolve_device(requested: str) -> str:
         return 'cpu'
     if requested == 'cuda' or requested.startswith('cuda:'):
         if gpus == 0:
-            reason = why_no_gpu(torch.version.cuda, driver_cuda_version() if torch.version.cuda else None)
+            reason = why_no_gpu(torch.version.cuda, driver_cuda_version())
             raise StartupError(
                 f"device='{requested}' was asked for but torch {torch.__version__} sees no CUDA GPU: {reason}. "
                 "Or use device='cpu' (ENCODER_DEVICE=cpu)."

@@ -101,6 +101,18 @@ def describe_bad_text(text) -> str | None:
     return None
 
 
+def untruncated_copy(tokenizer):
+    """A copy of a `tokenizers.Tokenizer` with no truncation or padding of its own, set once here and only read
+    after: safe to share between threads. The model's own tokenizer is not (its settings are rewritten by each call
+    with other ones, and `tokenizers` raises 'Already borrowed' in a thread that uses it meanwhile)."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
 class TextWindow:
     """Cuts texts to what the model reads, without changing the tokens it sees.
 
@@ -118,11 +130,7 @@ class TextWindow:
     def __init__(self, tokenizer, max_tokens: int) -> None:
         """`tokenizer`: a `tokenizers.Tokenizer` (the model's tokenizer.json); `max_tokens`: at least the tokens the
         model reads per text (its max_seq_length)."""
-        from tokenizers import Tokenizer
-
-        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: no truncation or padding of its own
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
+        self._tokenizer = untruncated_copy(tokenizer)
         self.max_tokens = max_tokens
         self.uncut_chars = max_tokens * CHARS_PER_TOKEN_UNCUT
 

@@ -29,6 +29,7 @@ from encode_inputs import (
     describe_bad_text,
     listed,
     over_the_limit,
+    untruncated_copy,
 )
 from jina import Executor, dynamic_batching, requests
 from jina.serve.runtimes.worker.batch_queue import BatchQueue
@@ -530,19 +531,13 @@ def auto_truncate() -> bool:
 
 def token_counter_for(model: SentenceTransformer):
     """A function counting a text's tokens as the model's tokenizer makes them (special tokens included), for
-    AUTO_TRUNCATE=false. It runs beside the threads that tokenise and encode batches, so it must not use their
-    tokenizer: a fast tokenizer's truncation and padding settings are state that each call with other settings
-    rewrites, and `tokenizers` then raises 'Already borrowed' in whichever thread comes second (batches of innocent
-    requests failed so). A private copy, set once and only read from, is safe to share between threads."""
+    AUTO_TRUNCATE=false. It runs beside the threads that tokenise and encode batches, so not with their tokenizer
+    (calling that with truncation=False failed batches of other requests: encode_inputs.untruncated_copy)."""
     backend_tokenizer = getattr(getattr(model, 'tokenizer', None), 'backend_tokenizer', None)
     if backend_tokenizer is None:
         # A slow (Python) tokenizer takes its settings per call and keeps none.
         return lambda text: len(model.tokenizer(text, truncation=False)['input_ids'])
-    from tokenizers import Tokenizer
-
-    private = Tokenizer.from_str(backend_tokenizer.to_str())
-    private.no_truncation()
-    private.no_padding()
+    private = untruncated_copy(backend_tokenizer)
     return lambda text: len(private.encode(text).ids)
 
 

@@ -124,3 +124,25 @@ def metric_value(exposition: str, name: str) -> float:
         if sample == name or sample.startswith(name + '{'):
             total += float(value)
     return total
+
+
+# A stand-in for the NVIDIA driver's library (libcuda.so.1), as nvidia-container-toolkit would mount it:
+# cuDriverGetVersion answers FAKE_CUDA (12020 is R535's CUDA 12.2), and initialising fails as on a driver too old for
+# the CUDA runtime. Used by tests/unit/test_devices.py and tests/e2e/test_gpu_image.py.
+FAKE_LIBCUDA = r"""
+#include <stdlib.h>
+int cuDriverGetVersion(int *version) { *version = atoi(getenv("FAKE_CUDA")); return 0; }
+int cuInit(unsigned int flags) { return 35; }  /* CUDA_ERROR_INSUFFICIENT_DRIVER */
+"""
+
+
+def compile_fake_libcuda(directory: Path) -> Path:
+    """`directory`, holding libcuda.so.1 compiled from FAKE_LIBCUDA with the host's C compiler (`cc`)."""
+    import subprocess
+
+    directory.chmod(0o755)  # the e2e test mounts it into a container whose user is not root
+    (directory / 'libcuda.c').write_text(FAKE_LIBCUDA)
+    subprocess.run(
+        ['cc', '-shared', '-fPIC', '-o', str(directory / 'libcuda.so.1'), str(directory / 'libcuda.c')], check=True
+    )
+    return directory

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from compose_stack import REPO
-from helpers import FLOAT32, assert_same_embeddings
+from helpers import FLOAT32, assert_same_embeddings, compile_fake_libcuda
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gpu_image]
 
@@ -52,14 +52,6 @@ print(json.dumps({
 }))
 """
 
-# A stand-in for the host's NVIDIA driver library, as nvidia-container-toolkit would mount it: cuDriverGetVersion
-# answers FAKE_CUDA (12020 is R535's CUDA 12.2), and initialising fails as on a driver too old for the runtime.
-FAKE_LIBCUDA = r"""
-#include <stdlib.h>
-int cuDriverGetVersion(int *version) { *version = atoi(getenv("FAKE_CUDA")); return 0; }
-int cuInit(unsigned int flags) { return 35; }  /* CUDA_ERROR_INSUFFICIENT_DRIVER */
-"""
-
 
 @pytest.fixture(scope='module', params=[13, 12], ids=['cuda13', 'cuda12'])
 def gpu_image(request, images_built, gpu_wheels_fetched) -> tuple[int, str]:
@@ -72,13 +64,7 @@ def gpu_image(request, images_built, gpu_wheels_fetched) -> tuple[int, str]:
 
 @pytest.fixture(scope='module')
 def fake_driver(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp('fake-driver')
-    directory.chmod(0o755)
-    (directory / 'libcuda.c').write_text(FAKE_LIBCUDA)
-    subprocess.run(
-        ['cc', '-shared', '-fPIC', '-o', str(directory / 'libcuda.so.1'), str(directory / 'libcuda.c')], check=True
-    )
-    return directory
+    return compile_fake_libcuda(tmp_path_factory.mktemp('fake-driver'))
 
 
 def run_in(image: str, cache: Path, *args: str, env=None, mounts: tuple[str, ...] = (), entrypoint: str = 'jina'):

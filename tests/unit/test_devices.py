@@ -16,6 +16,7 @@ import devices
 import pytest
 import torch
 from devices import StartupError, resolve_backend, resolve_device, resolve_dtype, runs_on
+from helpers import compile_fake_libcuda
 
 EXECUTOR = Path(__file__).resolve().parents[2] / 'executor'
 
@@ -97,22 +98,9 @@ def test_a_gpu_asked_for_where_none_exists_says_why_and_names_the_fix(gpus, monk
         )
 
 
-# A stand-in for the NVIDIA driver's library: the one call the diagnosis makes, answering what FAKE_CUDA says.
-FAKE_LIBCUDA = r"""
-#include <stdlib.h>
-int cuDriverGetVersion(int *version) { *version = atoi(getenv("FAKE_CUDA")); return 0; }
-int cuInit(unsigned int flags) { return 35; }  /* CUDA_ERROR_INSUFFICIENT_DRIVER */
-"""
-
-
 @pytest.fixture(scope='module')
 def fake_libcuda(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp('driver')
-    (directory / 'libcuda.c').write_text(FAKE_LIBCUDA)
-    subprocess.run(
-        ['cc', '-shared', '-fPIC', '-o', str(directory / 'libcuda.so.1'), str(directory / 'libcuda.c')], check=True
-    )
-    return directory
+    return compile_fake_libcuda(tmp_path_factory.mktemp('driver'))
 
 
 @pytest.mark.parametrize(
@@ -175,12 +163,8 @@ def test_a_gpu_older_than_both_images_is_told_the_cpu(cuda13_torch_with):
     assert str(refused.value).endswith(f'has kernels for ({", ".join(CUDA13_ARCHS)}). Use device=cpu.')
 
 
-def test_a_gpu_older_than_this_torch_stops_the_start_naming_the_cuda_12_image(gpus, monkeypatch):
-    gpus(2)
-    monkeypatch.setattr(torch.version, 'cuda', '13.0')
-    monkeypatch.setattr(devices, 'compiled_archs', lambda: CUDA13_ARCHS)
-    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index: [(8, 0), (7, 0)][index])
-    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda index: ['A100', 'Tesla V100-SXM2-16GB'][index])
+def test_a_gpu_older_than_this_torch_stops_the_start_naming_the_cuda_12_image(cuda13_torch_with):
+    cuda13_torch_with(((8, 0), 'A100'), ((7, 0), 'Tesla V100-SXM2-16GB'))
     assert resolve_device('cuda:0') == 'cuda:0'
     with pytest.raises(StartupError) as refused:
         resolve_device('cuda:1')
