@@ -19,7 +19,8 @@ NEEDS="the CUDA 13 image needs a driver R580 or newer, the CUDA 12 one $CUDA12_D
 if [ -n "${CUDA:-}" ]; then
   case "$CUDA" in
     12|13) say "CUDA=$CUDA given: $(image_for "$CUDA") (the host's driver is not read)"; echo "$CUDA"; exit 0 ;;
-    *) refuse "CUDA=$CUDA: the GPU images are CUDA 12 and CUDA 13 (CUDA=12 or CUDA=13, or unset to read the driver)" ;;
+    *) shown=$(printf '%s' "$CUDA" | head -c 20 | tr -c '[:alnum:]._-' '?')  # one short line, whatever was set
+       refuse "CUDA=$shown: the GPU images are CUDA 12 and CUDA 13 (CUDA=12 or CUDA=13, or unset to read the driver)" ;;
   esac
 fi
 

@@ -45,6 +45,8 @@ while :; do
     read -r status health restarts started < <(docker inspect -f \
       '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{.State.StartedAt}}' \
       "$container" 2>/dev/null) || { unhealthy=1; continue; }
+    # A container being recreated can answer without its counts: not ready yet, as a failed look.
+    [[ "$restarts" =~ ^[0-9]+$ ]] || { unhealthy=1; continue; }
     # A container left exited by an earlier `docker compose stop` keeps that exit until compose starts it again, which
     # for the gateway is only once the encoder is healthy: one last started before this `up` is "not started yet".
     if [ "$status" = exited ] && [ "$(date -d "$started" +%s%N)" -lt "$up_started" ]; then

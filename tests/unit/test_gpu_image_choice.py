@@ -139,12 +139,22 @@ def test_cuda_overrides_the_driver(tmp_path, override, image):
     assert err == f"[up-gpu] CUDA={override} given: {image} (the host's driver is not read)"
 
 
-@pytest.mark.parametrize('override', ['11', '12.8', 'cu12', 'latest'])
-def test_an_unknown_cuda_override_is_refused(tmp_path, override):
+@pytest.mark.parametrize(
+    ('override', 'shown'),
+    [
+        ('11', '11'),
+        ('12.8', '12.8'),
+        ('cu12', 'cu12'),
+        ('12\n13', '12?13'),
+        ('9' * 5000, '9' * 20),
+        ('x;rm -rf /', 'x?rm?-rf??'),
+    ],
+)
+def test_an_unknown_cuda_override_is_refused_in_one_short_line(tmp_path, override, shown):
     rc, out, err = choose(tmp_path, '580.65.06', CUDA=override)
     assert (rc, out) == (1, '')
     assert err == (
-        f'make up-gpu: CUDA={override}: the GPU images are CUDA 12 and CUDA 13 (CUDA=12 or CUDA=13, or unset to read '
+        f'make up-gpu: CUDA={shown}: the GPU images are CUDA 12 and CUDA 13 (CUDA=12 or CUDA=13, or unset to read '
         'the driver)'
     )
 
